@@ -1,0 +1,652 @@
+"""Tests for the TUI conversation store, on real SQLite files under tmp_path (no mocks)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chatrnn.errors import ChatrnnError
+from chatrnn.tui import store as store_module
+from chatrnn.tui.store import (
+    APPLICATION_ID,
+    DEFAULT_TITLE,
+    Store,
+    StoreCorruptError,
+    StoreLockedError,
+    StoreTooNewError,
+    default_db_path,
+    escape_markdown,
+)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "chatrnn.sqlite3"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    with Store(db_path) as s:
+        yield s
+
+
+def aside_files(path: Path) -> list[Path]:
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(f"{path.name}.corrupt-"))
+
+
+def raw(path: Path) -> sqlite3.Connection:
+    """A plain sqlite3 connection, to look at or tamper with the file behind the store's back."""
+    return sqlite3.connect(path, isolation_level=None)
+
+
+# ---- CRUD ------------------------------------------------------------------------------------
+
+
+def test_creates_parent_folders_and_uses_wal(db_path: Path, store: Store) -> None:
+    assert db_path.is_file()
+    assert store.path == db_path and not store.in_memory
+    conn = raw(db_path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    conn.close()
+
+
+def test_crud(store: Store) -> None:
+    conv = store.create_conversation(
+        mode="generate", checkpoint="runs/char_lstm.safetensors", settings={"temperature": 0.7}
+    )
+    assert conv.title == DEFAULT_TITLE
+    assert (conv.mode, conv.checkpoint, conv.settings) == (
+        "generate",
+        "runs/char_lstm.safetensors",
+        {"temperature": 0.7},
+    )
+    assert conv.created == conv.updated
+    assert store.get_conversation(conv.id) == conv
+
+    store.rename(conv.id, "Poems")
+    store.update_settings(conv.id, {"top_k": 5, "beam": 3})
+    got = store.get_conversation(conv.id)
+    assert got.title == "Poems"
+    assert got.settings == {"top_k": 5, "beam": 3}  # replaced, not merged
+    assert got.updated == conv.updated  # rename/settings do not reorder the list
+
+    msg = store.add_message(conv.id, "user", "hi", meta={"k": [1, 2]})
+    assert (msg.conversation_id, msg.role, msg.text) == (conv.id, "user", "hi")
+    assert msg.meta == {"k": [1, 2]}
+    assert store.messages(conv.id) == [msg]
+
+    store.delete(conv.id)
+    assert store.list_conversations() == []
+    for call in (
+        lambda: store.get_conversation(conv.id),
+        lambda: store.messages(conv.id),
+        lambda: store.rename(conv.id, "x"),
+        lambda: store.delete(conv.id),
+        lambda: store.update_settings(conv.id, {}),
+        lambda: store.add_message(conv.id, "user", "x"),
+        lambda: store.export_markdown(conv.id),
+    ):
+        with pytest.raises(ChatrnnError, match=f"no conversation with id {conv.id}"):
+            call()
+
+
+def test_ids_are_not_reused_after_delete(store: Store) -> None:
+    first = store.create_conversation()
+    store.delete(first.id)
+    assert store.create_conversation().id > first.id
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s, c: s.add_message(c, "assistant", "x"), "role must be one of user, bot"),
+        (lambda s, c: s.add_message(c, "user", b"bytes"), "message must be text"),
+        (lambda s, c: s.add_message(c, "user", "x", meta=[1]), "meta must be a dict"),
+        (lambda s, c: s.add_message(c, "user", "x", meta={"w": object()}), "JSON-serialisable"),
+        (lambda s, c: s.add_message(c, "user", "x", meta={"a": {1: 2}}), "keys must be strings"),
+        (lambda s, c: s.add_message(c, "user", "bad \ud800 half"), "unpaired surrogate"),
+        (lambda s, c: s.create_conversation(mode="poem"), "mode must be one of chat, generate"),
+        (lambda s, c: s.create_conversation(title="  "), "title cannot be empty"),
+        (lambda s, c: s.rename(c, ""), "title cannot be empty"),
+        (lambda s, c: s.update_settings(c, {"t": float}), "JSON-serialisable"),
+        (lambda s, c: s.get_conversation("1"), "must be an integer"),
+    ],
+)
+def test_bad_input_is_a_clear_error(store: Store, call, message: str) -> None:
+    conv = store.create_conversation()
+    with pytest.raises(ChatrnnError, match=message):
+        call(store, conv.id)
+    assert store.messages(conv.id) == []  # nothing half-written
+
+
+def test_circular_meta_is_a_clear_error(store: Store) -> None:
+    conv = store.create_conversation()
+    loop: dict = {}
+    loop["self"] = loop
+    with pytest.raises(ChatrnnError, match="JSON-serialisable"):
+        store.add_message(conv.id, "bot", "x", meta=loop)
+
+
+def test_in_memory_store(tmp_path: Path) -> None:
+    with Store(":memory:") as s:
+        assert s.in_memory and s.path is None
+        conv = s.create_conversation()
+        s.add_message(conv.id, "user", "hello")
+        assert [m.text for m in s.messages(conv.id)] == ["hello"]
+    assert not (tmp_path / ":memory:").exists()
+
+
+def test_closed_store_is_a_clear_error(db_path: Path) -> None:
+    s = Store(db_path)
+    conv = s.create_conversation()
+    s.close()
+    s.close()  # idempotent
+    with pytest.raises(ChatrnnError, match="store is closed"):
+        s.add_message(conv.id, "user", "late reply from a worker")
+
+
+def test_path_that_is_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ChatrnnError, match="is a folder"):
+        Store.open(tmp_path)
+
+
+def test_default_db_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("CHATRNN_DB", str(tmp_path / "elsewhere.db"))
+    assert default_db_path() == tmp_path / "elsewhere.db"
+    monkeypatch.setenv("CHATRNN_DB", "~/x.db")
+    assert default_db_path() == Path.home() / "x.db"
+    monkeypatch.delenv("CHATRNN_DB")
+    path = default_db_path()
+    assert path.name == "chatrnn.sqlite3" and "chatrnn" in path.parent.parts[-1]
+
+
+# ---- ordering, cascade, auto title -------------------------------------------------------------
+
+
+def test_list_is_newest_updated_first(store: Store) -> None:
+    a = store.create_conversation(title="a")
+    b = store.create_conversation(title="b")
+    c = store.create_conversation(title="c")
+    assert [x.title for x in store.list_conversations()] == ["c", "b", "a"]
+    store.add_message(a.id, "user", "bump")
+    assert [x.title for x in store.list_conversations()] == ["a", "c", "b"]
+    store.add_message(b.id, "bot", "bump")
+    assert [x.title for x in store.list_conversations()] == ["b", "a", "c"]
+    updated = [x.updated for x in store.list_conversations()]
+    assert updated == sorted(updated, reverse=True) and len(set(updated)) == 3
+
+
+def test_order_survives_a_clock_that_steps_back(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = store.create_conversation(title="a")
+    store.create_conversation(title="b")
+    monkeypatch.setattr(store_module.time, "time", lambda: 1000.0)  # NTP jumped back
+    store.add_message(a.id, "user", "latest")
+    assert [x.title for x in store.list_conversations()] == ["a", "b"]
+
+
+def test_messages_keep_insertion_order(store: Store) -> None:
+    conv = store.create_conversation()
+    for i in range(30):
+        store.add_message(conv.id, "user" if i % 2 == 0 else "bot", f"m{i}")
+    assert [m.text for m in store.messages(conv.id)] == [f"m{i}" for i in range(30)]
+
+
+def test_delete_cascades_to_messages(db_path: Path, store: Store) -> None:
+    keep = store.create_conversation(title="keep")
+    gone = store.create_conversation(title="gone")
+    store.add_message(keep.id, "user", "stay")
+    for i in range(5):
+        store.add_message(gone.id, "user", f"bye {i}")
+    store.delete(gone.id)
+    conn = raw(db_path)
+    rows = conn.execute("SELECT conversation_id, text FROM messages").fetchall()
+    assert rows == [(keep.id, "stay")]
+    conn.close()
+    assert [m.text for m in store.messages(keep.id)] == ["stay"]
+
+
+def test_auto_title(store: Store) -> None:
+    conv = store.create_conversation()
+    store.add_message(conv.id, "bot", "Hello! I am a bot and this should not be the title.")
+    assert store.get_conversation(conv.id).title == DEFAULT_TITLE
+    store.add_message(conv.id, "user", "   \n\t ")  # nothing to make a title of
+    assert store.get_conversation(conv.id).title == DEFAULT_TITLE
+    store.add_message(
+        conv.id, "user", "What is\nthe   capital\x00 of France, and why is it Paris? Explain."
+    )
+    title = store.get_conversation(conv.id).title
+    assert title == "What is the capital of France, and why…"
+    assert len(title) <= 40
+    store.add_message(conv.id, "user", "second question")
+    assert store.get_conversation(conv.id).title == title  # only the first one names it
+
+
+def test_short_auto_title_is_not_cut(store: Store) -> None:
+    conv = store.create_conversation()
+    store.add_message(conv.id, "user", "안녕하세요 😀")
+    assert store.get_conversation(conv.id).title == "안녕하세요 😀"
+
+
+def test_chosen_title_is_never_replaced(store: Store) -> None:
+    named = store.create_conversation(title="My title")
+    store.add_message(named.id, "user", "something else")
+    assert store.get_conversation(named.id).title == "My title"
+    renamed = store.create_conversation()
+    store.rename(renamed.id, "Renamed first")
+    store.add_message(renamed.id, "user", "something else")
+    assert store.get_conversation(renamed.id).title == "Renamed first"
+
+
+def test_add_message_bumps_updated(store: Store) -> None:
+    conv = store.create_conversation()
+    msg = store.add_message(conv.id, "user", "x")
+    after = store.get_conversation(conv.id)
+    assert after.updated > conv.updated
+    assert msg.created == after.updated
+
+
+# ---- persistence and exact round trip ---------------------------------------------------------
+
+
+def test_settings_and_meta_persist_across_reopen(db_path: Path) -> None:
+    decoding = {"temperature": 0.85, "top_k": 40, "top_p": 0.9, "beam": 1, "max_len": 200}
+    decoding["note"] = "한글"
+    meta = {"attention": {"max": 0.61, "entropy": 1.2}, "settings": decoding, "cancelled": True}
+    with Store(db_path) as s:
+        conv = s.create_conversation(
+            checkpoint="ckpt/seq2seq.safetensors", settings={"temperature": 1.0}
+        )
+        s.update_settings(conv.id, decoding)
+        msg = s.add_message(conv.id, "bot", "partial repl", meta=meta)
+    with Store(db_path) as s:
+        got = s.get_conversation(conv.id)
+        assert got.settings == decoding
+        assert got.checkpoint == "ckpt/seq2seq.safetensors"
+        assert s.messages(conv.id) == [msg]
+        assert s.messages(conv.id)[0].meta == meta
+
+
+ODD_TEXTS = [
+    "",
+    "\x00",
+    "before\x00after\x00",
+    "".join(chr(i) for i in range(32)) + "\x7f\x85\u2028\u2029",
+    "line1\r\nline2\rline3\n",
+    "한국어 텍스트입니다. 안녕하세요!",
+    "emoji 😀👩‍👩‍👧‍👦🏳️‍🌈 and combining é",
+    "\ufeffBOM and \ufffd replacement",
+    "x" * 100_000,
+    ("paste 한 😀\x00\t" * 10_000)[:100_000],
+]
+
+
+def test_odd_and_huge_text_round_trips_exactly(db_path: Path) -> None:
+    with Store(db_path) as s:
+        conv = s.create_conversation()
+        stored = [s.add_message(conv.id, "user", text).text for text in ODD_TEXTS]
+        assert stored == ODD_TEXTS
+    with Store(db_path) as s:
+        assert [m.text for m in s.messages(conv.id)] == ODD_TEXTS
+
+
+def test_meta_keeps_odd_strings_exactly(store: Store) -> None:
+    conv = store.create_conversation()
+    meta = {"lone": "\ud800", "nul": "\x00", "ko": "한", "nested": {"list": [None, True, 1.5]}}
+    store.add_message(conv.id, "bot", "x", meta=meta)
+    assert store.messages(conv.id)[0].meta == meta
+
+
+def test_any_text_round_trips_exactly(db_path: Path) -> None:
+    with Store(db_path) as s:
+        conv = s.create_conversation()
+
+        @settings(max_examples=200, deadline=None)
+        @given(text=st.text(alphabet=st.characters(codec="utf-8"), max_size=300))
+        def check(text: str) -> None:
+            msg = s.add_message(conv.id, "user", text)
+            assert msg.text == text
+            assert s.messages(conv.id)[-1].text == text
+
+        check()
+
+
+def test_concurrent_writers_from_threads(store: Store) -> None:
+    conv = store.create_conversation()
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(40):
+                store.add_message(conv.id, "bot", f"{n}:{i}")
+                store.list_conversations()
+        except BaseException as error:  # surfaced by the assert below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    texts = [m.text for m in store.messages(conv.id)]
+    assert sorted(texts) == sorted(f"{n}:{i}" for n in range(4) for i in range(40))
+    for n in range(4):  # each worker's messages stay in its order
+        assert [t for t in texts if t.startswith(f"{n}:")] == [f"{n}:{i}" for i in range(40)]
+
+
+def test_two_stores_on_one_file(db_path: Path) -> None:
+    with Store(db_path) as first, Store(db_path) as second:
+        conv = first.create_conversation()
+        second.add_message(conv.id, "user", "from the other process")
+        assert [m.text for m in first.messages(conv.id)] == ["from the other process"]
+
+
+# ---- export ------------------------------------------------------------------------------------
+
+
+def test_export_markdown(store: Store) -> None:
+    conv = store.create_conversation(
+        checkpoint="runs/my_model.safetensors", settings={"temperature": 0.8, "top_k": 40}
+    )
+    store.add_message(conv.id, "user", "Hello *there*")
+    store.add_message(conv.id, "bot", "# not a heading\n1. not a list\n  <b>raw</b> & co")
+    store.add_message(conv.id, "bot", "half a sent", meta={"cancelled": True})
+    assert store.export_markdown(conv.id) == (
+        "# Hello \\*there\\*\n"
+        "\n"
+        "_model: runs/my\\_model.safetensors, mode: chat, settings: temperature=0.8, top\\_k=40_\n"
+        "\n"
+        "**You:** Hello \\*there\\*\n"
+        "\n"
+        "**Bot:** \\# not a heading\\\n"
+        "1\\. not a list\\\n"
+        "&nbsp;&nbsp;\\<b\\>raw\\</b\\> \\& co\n"
+        "\n"
+        "**Bot:** half a sent _(cancelled)_\n"
+    )
+
+
+def test_export_without_model_or_messages(store: Store) -> None:
+    conv = store.create_conversation(title="Empty #1")
+    assert store.export_markdown(conv.id) == (
+        "# Empty \\#1\n\n_model: none, mode: chat, settings: defaults_\n"
+    )
+
+
+def _rendered_text(markdown: str) -> str:
+    """What a CommonMark renderer shows for ``markdown``; fails if anything but plain paragraphs
+    (a heading, list, code, emphasis, link, HTML...) comes out."""
+    markdown_it = pytest.importorskip("markdown_it")
+    out: list[str] = []
+    for token in markdown_it.MarkdownIt("commonmark").parse(markdown):
+        if token.type in ("paragraph_open", "paragraph_close"):
+            out.append("\n")
+            continue
+        assert token.type == "inline", f"escaped text produced a {token.type}: {markdown!r}"
+        for child in token.children or []:
+            if child.type == "text":
+                out.append(child.content)
+            elif child.type in ("softbreak", "hardbreak"):
+                out.append("\n")
+            else:
+                raise AssertionError(f"escaped text produced a {child.type}: {markdown!r}")
+    return "".join(out)
+
+
+def _visible(text: str) -> str:
+    pictures = {i: chr(0x2400 + i) for i in range(32) if chr(i) not in "\t\n\r"}
+    pictures[0x7F] = "\u2421"
+    return " ".join(text.translate(pictures).replace("\xa0", " ").split())
+
+
+MARKDOWNISH = st.lists(
+    st.one_of(
+        st.sampled_from(list("#*_`[]()<>!|~&$\\-+=.:;0123456789 \t\n\r\x00aZ한😀")),
+        st.sampled_from(["```", "***", "---", "1. ", "- ", "> ", "    ", "&amp;", "<b>", "[x](y)"]),
+        st.characters(codec="utf-8"),
+    ),
+    max_size=40,
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(MARKDOWNISH)
+def test_escaped_text_renders_as_itself(text: str) -> None:
+    assert _visible(_rendered_text(escape_markdown(text))) == _visible(text)
+
+
+def test_export_to_file_is_atomic(tmp_path: Path, store: Store) -> None:
+    conv = store.create_conversation(title="Saved")
+    store.add_message(conv.id, "user", "한국어 😀")
+    target = tmp_path / "out" / "chat.md"
+    target.parent.mkdir()
+    target.write_text("old export", encoding="utf-8")
+    assert store.export_to_file(conv.id, target) == target
+    assert target.read_text(encoding="utf-8") == store.export_markdown(conv.id)
+    assert [p.name for p in target.parent.iterdir()] == ["chat.md"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    new = store.export_to_file(conv.id, tmp_path / "out" / "new.md")
+    assert new.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_export_to_bad_path(tmp_path: Path, store: Store) -> None:
+    conv = store.create_conversation()
+    with pytest.raises(ChatrnnError, match="does not exist"):
+        store.export_to_file(conv.id, tmp_path / "missing" / "x.md")
+    with pytest.raises(ChatrnnError, match="is a folder"):
+        store.export_to_file(conv.id, tmp_path)
+    assert list(tmp_path.iterdir()) == [tmp_path / "data"]
+
+
+# ---- robust open: corrupt, newer, locked, foreign, migrations ------------------------------------
+
+
+def test_garbage_file_is_moved_aside(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    garbage = b"this is not a database\x00\xff" * 300
+    db_path.write_bytes(garbage)
+    with pytest.raises(StoreCorruptError):
+        Store(db_path)
+    assert db_path.read_bytes() == garbage  # the strict constructor touches nothing
+
+    fresh, message = Store.open(db_path)
+    with fresh:
+        [moved] = aside_files(db_path)
+        assert moved.read_bytes() == garbage
+        assert message is not None
+        assert str(db_path) in message and str(moved) in message and "not a database" in message
+        assert fresh.path == db_path and not fresh.in_memory
+        conv = fresh.create_conversation()
+        fresh.add_message(conv.id, "user", "works again")
+    with Store(db_path) as again:
+        assert [c.title for c in again.list_conversations()] == ["works again"]
+
+
+def test_malformed_database_is_moved_aside(db_path: Path) -> None:
+    with Store(db_path) as s:
+        conv = s.create_conversation()
+        for i in range(400):
+            s.add_message(conv.id, "user", f"message number {i} " * 5)
+    data = bytearray(db_path.read_bytes())
+    page = raw(db_path).execute("PRAGMA page_size").fetchone()[0]
+    assert len(data) > 6 * page
+    data[3 * page : 4 * page] = b"\xde\xad\xbe\xef" * (page // 4)
+    db_path.write_bytes(bytes(data))
+
+    fresh, message = Store.open(db_path)
+    with fresh:
+        [moved] = aside_files(db_path)
+        assert moved.read_bytes() == bytes(data)
+        assert message and "malformed" in message and str(moved) in message
+        assert fresh.list_conversations() == []
+
+
+def test_two_corrupt_files_in_one_second_do_not_overwrite(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    for payload in (b"first garbage" * 10, b"second garbage" * 10):
+        db_path.write_bytes(payload)
+        Store.open(db_path)[0].close()
+        db_path.unlink()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    assert sorted(p.read_bytes() for p in aside_files(db_path)) == [
+        b"first garbage" * 10,
+        b"second garbage" * 10,
+    ]
+
+
+def test_newer_schema_is_moved_aside(db_path: Path) -> None:
+    with Store(db_path) as s:
+        s.create_conversation(title="from the future")
+    conn = raw(db_path)
+    conn.execute(f"PRAGMA user_version = {Store.SCHEMA_VERSION + 5}")
+    conn.close()
+    with pytest.raises(StoreTooNewError):
+        Store(db_path)
+
+    fresh, message = Store.open(db_path)
+    with fresh:
+        [moved] = aside_files(db_path)
+        assert message and "newer chatrnn" in message and str(moved) in message
+        assert fresh.list_conversations() == []
+    old = raw(moved)  # the data is all there, readable by the newer chatrnn
+    assert old.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION + 5
+    assert old.execute("SELECT title FROM conversations").fetchall() == [("from the future",)]
+    old.close()
+
+
+@pytest.mark.parametrize("journal_mode", ["wal", "delete"])
+def test_locked_database_falls_back_to_memory(db_path: Path, journal_mode: str) -> None:
+    with Store(db_path) as s:
+        s.create_conversation(title="kept")
+    holder = raw(db_path)
+    holder.execute(f"PRAGMA journal_mode = {journal_mode}")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(StoreLockedError):
+            Store(db_path, busy_timeout=0.1)
+        fallback, message = Store.open(db_path, busy_timeout=0.1)
+        with fallback:
+            assert fallback.in_memory and fallback.path is None
+            assert message == (
+                f"{db_path} is locked by another chatrnn (or another program); "
+                "this session will not be saved."
+            )
+            conv = fallback.create_conversation()
+            fallback.add_message(conv.id, "user", "only in memory")
+            assert [m.text for m in fallback.messages(conv.id)] == ["only in memory"]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert aside_files(db_path) == []
+    reopened, message = Store.open(db_path)
+    with reopened:
+        assert message is None
+        assert [c.title for c in reopened.list_conversations()] == ["kept"]
+
+
+def test_lock_taken_mid_session_is_a_clear_error(db_path: Path) -> None:
+    with Store(db_path, busy_timeout=0.1) as s:
+        conv = s.create_conversation()
+        holder = raw(db_path)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(ChatrnnError, match="locked by another process"):
+                s.add_message(conv.id, "user", "cannot be saved right now")
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        s.add_message(conv.id, "user", "saved now")
+        assert [m.text for m in s.messages(conv.id)] == ["saved now"]
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "CREATE TABLE moz_places (id INTEGER PRIMARY KEY, url TEXT)",
+        "PRAGMA user_version = 7",
+        "PRAGMA application_id = 1234",
+    ],
+)
+def test_foreign_database_is_refused_and_left_alone(db_path: Path, tamper: str) -> None:
+    db_path.parent.mkdir(parents=True)
+    conn = raw(db_path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("DROP TABLE t")  # a real, non-empty SQLite file
+    conn.execute(tamper)
+    conn.close()
+    before = db_path.read_bytes()
+    with pytest.raises(ChatrnnError, match="does not belong to chatrnn"):
+        Store.open(db_path)
+    assert db_path.read_bytes() == before
+    assert aside_files(db_path) == []
+
+
+def test_migration_from_version_0(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    conn = raw(db_path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("DROP TABLE t")  # a valid, empty, version-0 SQLite database
+    conn.close()
+    assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == 0
+
+    s, message = Store.open(db_path)
+    with s:
+        assert message is None
+        conv = s.create_conversation()
+        s.add_message(conv.id, "user", "migrated")
+    conn = raw(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION == 1
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    conn.close()
+
+
+def test_zero_byte_file_is_a_version_0_database(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.touch()
+    s, message = Store.open(db_path)
+    with s:
+        assert message is None
+        s.create_conversation()
+    assert aside_files(db_path) == []
+
+
+def test_later_migrations_run_in_order_each_in_a_transaction(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(db_path) as s:
+        conv = s.create_conversation(title="old data")
+
+    def add_pinned(conn: sqlite3.Connection) -> None:
+        conn.execute("ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0")
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE half_done (x)")
+        raise RuntimeError("bug in migration 2 -> 3")
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, add_pinned, broken])
+    monkeypatch.setattr(Store, "SCHEMA_VERSION", 3)
+    with pytest.raises(RuntimeError, match="bug in migration"):
+        Store(db_path)
+    conn = raw(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # step 1 -> 2 committed
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert "half_done" not in tables  # step 2 -> 3 rolled back whole
+    assert conn.execute("SELECT title, pinned FROM conversations").fetchall() == [("old data", 0)]
+    conn.close()
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS[:2]])
+    monkeypatch.setattr(Store, "SCHEMA_VERSION", 2)
+    with Store(db_path) as s:
+        assert s.get_conversation(conv.id).title == "old data"
