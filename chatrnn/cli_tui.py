@@ -1,0 +1,1 @@
+"""The `chat` CLI command (TUI and plain mode); registered by importing this module."""

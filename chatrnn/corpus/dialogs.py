@@ -1,0 +1,582 @@
+"""Dialog corpora in the shapes people actually have, read into conversations and prompt/reply pairs.
+
+A conversation is a list of turn strings, oldest first. Every reader returns conversations with the
+text as written (only line-joining for multi-line turns); :func:`load_pairs` does normalisation,
+deduplication and length filtering in one place so every format is treated the same.
+
+Bad records never abort a read: they are counted in a :class:`ReadReport` with file and line, so a
+corpus with three broken rows out of ten thousand still trains and the user is told where to look.
+Unusable *files* (missing, empty, binary, wrong encoding, unknown format) raise
+:class:`~chatrnn.errors.ChatrnnError` with a one-line fix.
+"""
+
+from __future__ import annotations
+
+import ast
+import codecs
+import csv
+import io
+import json
+import re
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chatrnn.corpus import chatterbot
+from chatrnn.errors import ChatrnnError
+
+FORMATS = ("csv", "tsv", "jsonl", "cornell", "chatterbot", "transcript")
+FORMAT_HINT = f"pass --format with one of: {', '.join(FORMATS)}"
+
+# Header names that mean "question column, answer column", tried in order (case-insensitive).
+QA_COLUMNS = (
+    ("q", "a"),
+    ("question", "answer"),
+    ("prompt", "response"),
+    ("prompt", "completion"),
+    ("input", "output"),
+    ("context", "response"),
+)
+MAX_EXAMPLES = 20
+CORNELL_LINES = "movie_lines.txt"
+CORNELL_CONVERSATIONS = "movie_conversations.txt"
+CORNELL_SEP = "+++$+++"
+
+# A speaker line in a play/transcript: "First Citizen:", "KING RICHARD III:", "Senators, &C:".
+_SPEAKER = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ '.,&-])*:$")
+_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
+
+
+@dataclass
+class Pair:
+    """One training example: reply to ``prompt``, optionally seeing earlier ``context`` turns."""
+
+    context: list[str]
+    prompt: str
+    reply: str
+
+
+@dataclass
+class ReadReport:
+    """What happened to every record, so a silent 30% loss of data cannot go unnoticed.
+
+    ``read`` counts records seen: pairs produced by readers plus malformed records (which could
+    not become pairs). Every record read is either kept or dropped, so
+    ``read == kept + sum(dropped.values())`` holds after each step; use :meth:`drop` (not a bare
+    ``dropped[...] += 1``) when filtering later so the counts stay balanced.
+    """
+
+    read: int = 0
+    kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    malformed_lines: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def add_read(self, n: int) -> None:
+        """Record ``n`` freshly read pairs, all kept until a filter drops them."""
+        self.read += n
+        self.kept += n
+
+    def add_malformed(self, file: str | Path, line: int, why: str) -> None:
+        """Record an unusable record; only the first few are kept as examples to keep memory flat."""
+        self.read += 1
+        self.dropped["malformed"] = self.dropped.get("malformed", 0) + 1
+        if len(self.malformed_lines) < MAX_EXAMPLES:
+            self.malformed_lines.append((str(file), line, why))
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Move ``n`` kept pairs to ``dropped[reason]``."""
+        self.kept -= n
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def first_problem(self) -> str:
+        """The first malformed record as ``file:line: why`` (empty if none), for one-line errors."""
+        if not self.malformed_lines:
+            return ""
+        file, line, why = self.malformed_lines[0]
+        return f"{file}:{line}: {why}" if line else f"{file}: {why}"
+
+    def summary(self) -> str:
+        """A line of counts, then up to three malformed examples so the user knows where to look."""
+        text = f"read {self.read} pairs, kept {self.kept}"
+        reasons = [f"{n} {reason}" for reason, n in sorted(self.dropped.items(), key=lambda kv: -kv[1]) if n]
+        if reasons:
+            text += "; dropped: " + ", ".join(reasons)
+        for file, line, why in self.malformed_lines[:3]:
+            text += f"\n  {file}:{line}: {why}" if line else f"\n  {file}: {why}"
+        return text
+
+
+def normalize_text(s: str) -> str:
+    """NFKC plus whitespace collapsing, so that visually identical turns dedup and tokenize alike.
+
+    NFKC folds compatibility forms (full-width Latin, ligatures, NBSP) without touching Hangul
+    syllables, CJK, emoji or punctuation; nothing non-ASCII is ever removed. Newlines and tabs
+    become single spaces because a turn is one line of text downstream.
+    """
+    return " ".join(unicodedata.normalize("NFKC", s).split())
+
+
+# ---------------------------------------------------------------- file reading
+
+
+def _read_bytes(path: Path) -> bytes:
+    if not path.exists():
+        raise ChatrnnError(f"{path} does not exist")
+    if path.is_dir():
+        raise ChatrnnError(f"{path} is a folder; give a file, or a Cornell or chatterbot folder")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ChatrnnError(f"cannot read {path}: {e.strerror or e}") from e
+    if not data.strip():
+        raise ChatrnnError(f"{path} is empty")
+    return data
+
+
+def _legacy_fallback(err: UnicodeError) -> tuple[str, int]:
+    # cp1252 leaves five bytes undefined; Latin-1 maps every byte, so nothing is ever lost.
+    if not isinstance(err, UnicodeDecodeError):
+        raise err
+    return err.object[err.start : err.end].decode("latin-1"), err.end
+
+
+codecs.register_error("chatrnn-latin1", _legacy_fallback)
+
+
+def _decode(path: Path, data: bytes, encoding: str | None, *, legacy: bool = False) -> str:
+    """Decode strictly: a wrong guess corrupts training text silently, an error costs one flag.
+
+    ``legacy`` (Cornell) tries UTF-8 and falls back to cp1252 (a superset of ISO-8859-1's
+    printable range: the real files use cp1252 curly quotes and ellipses).
+    """
+    if encoding is not None:
+        try:
+            name = codecs.lookup(encoding).name
+        except LookupError as e:
+            raise ChatrnnError(f"unknown encoding {encoding!r}; try --encoding utf-8, cp1252 or latin-1") from e
+    else:
+        name = "utf-8"
+    nul = data.find(b"\x00")
+    if nul >= 0 and not name.startswith(("utf-16", "utf-32")):
+        raise ChatrnnError(
+            f"{path} looks binary (NUL byte at offset {nul}); "
+            "give a text corpus, or pass --encoding utf-16 if it is UTF-16 text"
+        )
+    if encoding is None and legacy:
+        try:
+            return data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            return data.decode("cp1252", errors="chatrnn-latin1")
+    try:
+        text = data.decode("utf-8-sig" if name == "utf-8" else encoding)
+    except UnicodeDecodeError as e:
+        bad = data[e.start : e.start + 1].hex()
+        what = "valid UTF-8" if encoding is None else f"valid {encoding}"
+        raise ChatrnnError(
+            f"{path} is not {what} (byte 0x{bad} at offset {e.start}); pass --encoding, e.g. --encoding cp1252"
+        ) from e
+    return text.removeprefix("\ufeff")
+
+
+def _read_text(path: Path, encoding: str | None, *, legacy: bool = False) -> str:
+    return _decode(path, _read_bytes(path), encoding, legacy=legacy)
+
+
+# ---------------------------------------------------------------- CSV / TSV
+
+
+def _pick_columns(path: Path, header: list[str], columns: tuple[str, str] | None) -> tuple[int, int]:
+    names = [h.strip().lower() for h in header]
+    shown = ", ".join(h.strip() for h in header)
+    if columns is not None:
+        idx = []
+        for col in columns:
+            if col.strip().lower() not in names:
+                raise ChatrnnError(f"{path}: no column {col!r}; the header has: {shown}")
+            idx.append(names.index(col.strip().lower()))
+        return idx[0], idx[1]
+    for q, a in QA_COLUMNS:
+        if q in names and a in names:
+            return names.index(q), names.index(a)
+    known = ", ".join(f"{q}/{a}" for q, a in QA_COLUMNS)
+    raise ChatrnnError(
+        f"{path}: no question/answer columns in the header ({shown}); expected {known}, "
+        "or name them with --columns QCOL,ACOL"
+    )
+
+
+def _read_delimited(path: Path, text: str, delimiter: str, columns: tuple[str, str] | None, report: ReadReport) -> list[list[str]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header: list[str] | None = None
+    qi = ai = 0
+    convs: list[list[str]] = []
+    while True:
+        line = reader.line_num + 1  # where the next record starts (records may span lines)
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise ChatrnnError(f"{path}:{line}: unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from e
+        if not any(cell.strip() for cell in row):
+            continue
+        if header is None:
+            header = row
+            qi, ai = _pick_columns(path, header, columns)
+            continue
+        if len(row) != len(header):
+            report.add_malformed(path, line, f"expected {len(header)} fields, found {len(row)}")
+            continue
+        empty = next((header[i].strip() for i in (qi, ai) if not normalize_text(row[i])), None)
+        if empty is not None:
+            report.add_malformed(path, line, f"empty {empty!r} field")
+            continue
+        convs.append([row[qi], row[ai]])
+    if header is None:
+        raise ChatrnnError(f"{path} has no rows")
+    return convs
+
+
+# ---------------------------------------------------------------- JSON lines
+
+
+def _content_text(content: object) -> str | None:
+    """Message content as text: a string, or OpenAI-style ``[{"type": "text", "text": ...}]`` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        texts = [p.get("text") for p in content if p.get("type", "text") == "text"]
+        if texts and all(isinstance(t, str) for t in texts):
+            return " ".join(texts)
+    return None
+
+
+def _json_record(obj: object, columns: tuple[str, str] | None) -> list[str] | str:
+    """A conversation from one JSON value, or a string saying why it is unusable."""
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, found {type(obj).__name__}"
+    messages = obj.get("messages", obj.get("conversations"))
+    if messages is not None and columns is None:
+        if not isinstance(messages, list) or not messages:
+            return "'messages' is not a non-empty list"
+        turns = []
+        for m in messages:
+            if not isinstance(m, dict):
+                return "a message is not an object"
+            role = m.get("role", m.get("from"))
+            if role == "system":
+                continue
+            text = _content_text(m.get("content", m.get("value")))
+            if text is None:
+                return "a message has no text 'content'"
+            turns.append(text)
+        return turns
+    keys = {str(k).lower(): k for k in obj}
+    candidates = [columns] if columns is not None else [(q, a) for q, a in QA_COLUMNS if q not in ("q", "context")]
+    for q, a in candidates:
+        if q.lower() in keys and a.lower() in keys:
+            values = [obj[keys[q.lower()]], obj[keys[a.lower()]]]
+            if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in values):
+                return f"{q!r}/{a!r} values are not text"
+            return [str(v) for v in values]
+    wanted = " or ".join(f"{q}/{a}" for q, a in candidates)
+    return f"no {wanted} keys (and no 'messages')"
+
+
+def _read_jsonl(path: Path, text: str, columns: tuple[str, str] | None, report: ReadReport) -> list[list[str]]:
+    records: list[tuple[int, object]] = []
+    if text.lstrip().startswith("["):  # a .json file holding one array of records
+        try:
+            array = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ChatrnnError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+        records = [(0, item) for item in array]
+    else:
+        for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a string
+            if not line.strip():
+                continue
+            try:
+                records.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as e:
+                report.add_malformed(path, lineno, f"invalid JSON ({e.msg})")
+    convs = []
+    for n, (lineno, obj) in enumerate(records, 1):
+        conv = _json_record(obj, columns)
+        if isinstance(conv, str):
+            report.add_malformed(path, lineno, conv if lineno else f"item {n}: {conv}")
+        else:
+            convs.append(conv)
+    return convs
+
+
+# ---------------------------------------------------------------- Cornell Movie-Dialogs
+
+
+def _cornell_files(path: Path) -> tuple[Path, Path]:
+    folder = path if path.is_dir() else path.parent
+    lines, conversations = folder / CORNELL_LINES, folder / CORNELL_CONVERSATIONS
+    for f in (lines, conversations):
+        if not f.is_file():
+            raise ChatrnnError(f"Cornell corpus needs {f.name} in {folder}; it is missing")
+    return lines, conversations
+
+
+def _parse_ids(field_text: str) -> list[str] | None:
+    try:
+        ids = ast.literal_eval(field_text.strip())
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if isinstance(ids, (list, tuple)) and all(isinstance(i, str) for i in ids):
+        return list(ids)
+    return None
+
+
+def _read_cornell(path: Path, encoding: str | None, report: ReadReport) -> list[list[str]]:
+    lines_path, convs_path = _cornell_files(path)
+    utterances: dict[str, str] = {}
+    text = _read_text(lines_path, encoding, legacy=True)
+    for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): cp1252 text may hold U+0085
+        if not line.strip():
+            continue
+        fields = [f.strip() for f in line.split(CORNELL_SEP, 4)]
+        if len(fields) != 5:
+            report.add_malformed(lines_path, lineno, f"expected 5 fields separated by {CORNELL_SEP}, found {len(fields)}")
+            continue
+        utterances[fields[0]] = fields[4]
+    convs: list[list[str]] = []
+    text = _read_text(convs_path, encoding, legacy=True)
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        fields = line.split(CORNELL_SEP, 3)
+        ids = _parse_ids(fields[3]) if len(fields) == 4 else None
+        if ids is None:
+            report.add_malformed(convs_path, lineno, "expected 4 fields ending in a list like ['L194', 'L195']")
+            continue
+        missing = [i for i in ids if i not in utterances]
+        if missing:
+            report.add_malformed(convs_path, lineno, f"line id {missing[0]} is not in {CORNELL_LINES}")
+        run: list[str] = []
+        for i in ids:  # a missing line breaks adjacency, so split the conversation there
+            if i in utterances:
+                run.append(utterances[i])
+            elif run:
+                convs.append(run)
+                run = []
+        if run:
+            convs.append(run)
+    return convs
+
+
+# ---------------------------------------------------------------- chatterbot YAML
+
+
+def _yaml_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.suffix in chatterbot.YAML_SUFFIXES and p.is_file())
+    return [path]
+
+
+def _read_chatterbot(path: Path, encoding: str | None, report: ReadReport) -> list[list[str]]:
+    convs: list[list[str]] = []
+    for f in _yaml_files(path):
+        parsed = chatterbot.parse_chatterbot_yaml(_read_text(f, encoding))
+        for line, why in parsed.problems:
+            report.add_malformed(f, line, why)
+        convs.extend(parsed.conversations)
+    return convs
+
+
+# ---------------------------------------------------------------- play / transcript text
+
+
+def _is_speaker(line: str) -> bool:
+    line = line.strip()
+    return len(line) <= 60 and bool(_SPEAKER.match(line))
+
+
+def _read_transcript(text: str) -> list[list[str]]:
+    """Turns are blocks opening with a ``NAME:`` line; any other block (a scene heading, stage
+    direction) ends the current conversation, since the speakers around it are not replying."""
+    convs: list[list[str]] = []
+    current: list[str] = []
+    for block in _BLANK_LINE.split(text.replace("\r\n", "\n")):
+        lines = [ln.strip() for ln in block.strip("\n").split("\n")]
+        if lines and _is_speaker(lines[0]):
+            current.append(" ".join(ln for ln in lines[1:] if ln))
+        elif any(lines):
+            if current:
+                convs.append(current)
+            current = []
+    if current:
+        convs.append(current)
+    return convs
+
+
+def _looks_like_transcript(text: str) -> bool:
+    blocks = [b for b in _BLANK_LINE.split(text.replace("\r\n", "\n")) if b.strip()][:200]
+    speakers = sum(_is_speaker(b.strip("\n").split("\n")[0]) for b in blocks)
+    return speakers >= 2 and speakers * 2 >= len(blocks)
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def detect_format(path: Path) -> str:
+    """Guess the format from the name (and, for ``.txt``, the first 64 KiB), so most users need no flag."""
+    path = Path(path)
+    if not path.exists():
+        raise ChatrnnError(f"{path} does not exist")
+    if path.is_dir():
+        if (path / CORNELL_LINES).exists() or (path / CORNELL_CONVERSATIONS).exists():
+            return "cornell"
+        if _yaml_files(path):
+            return "chatterbot"
+        raise ChatrnnError(f"{path} has neither {CORNELL_LINES} (Cornell) nor .yml files (chatterbot); give a corpus file")
+    if path.name in (CORNELL_LINES, CORNELL_CONVERSATIONS):
+        return "cornell"
+    suffix = path.suffix.lower()
+    by_suffix = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".yml": "chatterbot", ".yaml": "chatterbot"}
+    if suffix in by_suffix:
+        return by_suffix[suffix]
+    if suffix == ".txt":
+        with path.open("rb") as f:
+            head = f.read(65536).decode("utf-8", errors="replace")
+        if _looks_like_transcript(head):
+            return "transcript"
+        raise ChatrnnError(f"{path} does not look like a transcript (NAME: lines, each followed by the speech); {FORMAT_HINT}")
+    raise ChatrnnError(f"cannot tell the format of {path}; {FORMAT_HINT}")
+
+
+def read_conversations(
+    path: Path,
+    fmt: str | None = None,
+    columns: tuple[str, str] | None = None,
+    encoding: str | None = None,
+    report: ReadReport | None = None,
+) -> list[list[str]]:
+    """Read one corpus file or folder into conversations (turn text as written, not normalised).
+
+    ``columns`` names the question/answer columns (CSV/TSV) or keys (JSONL). Counts go into
+    ``report``; a source that yields no conversation at all is an error, because training on
+    nothing would only fail later and more obscurely.
+    """
+    path = Path(path)
+    report = report if report is not None else ReadReport()
+    fmt = detect_format(path) if fmt is None else fmt.strip().lower()
+    if fmt not in FORMATS:
+        raise ChatrnnError(f"unknown format {fmt!r}; {FORMAT_HINT}")
+    if not path.exists():
+        raise ChatrnnError(f"{path} does not exist")
+    before = len(report.malformed_lines), report.dropped.get("malformed", 0)
+    if fmt == "cornell":
+        convs = _read_cornell(path, encoding, report)
+    elif fmt == "chatterbot":
+        convs = _read_chatterbot(path, encoding, report)
+    else:
+        text = _read_text(path, encoding)
+        if fmt in ("csv", "tsv"):
+            convs = _read_delimited(path, text, "," if fmt == "csv" else "\t", columns, report)
+        elif fmt == "jsonl":
+            convs = _read_jsonl(path, text, columns, report)
+        else:
+            convs = _read_transcript(text)
+    convs = [c for c in convs if c]
+    report.add_read(sum(len(c) - 1 for c in convs))
+    if not convs:
+        bad = report.dropped.get("malformed", 0) - before[1]
+        first = report.malformed_lines[before[0]] if len(report.malformed_lines) > before[0] else None
+        why = f"; {bad} malformed, first at {first[0]}:{first[1]}: {first[2]}" if first else ""
+        raise ChatrnnError(f"no conversations found in {path} (read as {fmt}){why}")
+    return convs
+
+
+def bundled_languages() -> list[str]:
+    """Languages of the installed chatterbot-corpus, usable as ``lang``."""
+    return chatterbot.bundled_languages()
+
+
+def bundled_conversations(lang: str = "english", report: ReadReport | None = None) -> list[list[str]]:
+    """The chatterbot-corpus conversations for ``lang``: a small corpus that works with no download."""
+    report = report if report is not None else ReadReport()
+    convs: list[list[str]] = []
+    for f in chatterbot.bundled_files(lang):
+        convs.extend(read_conversations(f, "chatterbot", report=report))
+    return convs
+
+
+# ---------------------------------------------------------------- pairs
+
+
+def make_pairs(conversations: list[list[str]], context_turns: int = 0) -> list[Pair]:
+    """Each turn becomes the reply to the turn before it, with up to ``context_turns`` earlier turns."""
+    if context_turns < 0:
+        raise ChatrnnError(f"context turns must be 0 or more, not {context_turns}")
+    pairs = []
+    for conv in conversations:
+        for i in range(1, len(conv)):
+            pairs.append(Pair(context=list(conv[max(0, i - 1 - context_turns) : i - 1]), prompt=conv[i - 1], reply=conv[i]))
+    return pairs
+
+
+def _filter_pairs(pairs: Iterable[Pair], max_chars: int | None, report: ReadReport) -> list[Pair]:
+    seen: set[tuple[tuple[str, ...], str, str]] = set()
+    kept = []
+    for p in pairs:
+        if not p.prompt or not p.reply:
+            report.drop("empty")
+            continue
+        if max_chars is not None and max(len(p.prompt), len(p.reply)) > max_chars:
+            report.drop("too long")
+            continue
+        context = [t for t in p.context if t]
+        key = (tuple(context), p.prompt, p.reply)
+        if key in seen:
+            report.drop("duplicate")
+            continue
+        seen.add(key)
+        kept.append(Pair(context, p.prompt, p.reply))
+    return kept
+
+
+def load_pairs(
+    paths: list[Path] | None,
+    fmt: str | None = None,
+    columns: tuple[str, str] | None = None,
+    encoding: str | None = None,
+    lang: str = "english",
+    context_turns: int = 0,
+    max_chars: int | None = None,
+) -> tuple[list[Pair], ReadReport]:
+    """Everything a chatbot trainer needs from corpora: normalised, deduplicated, length-capped pairs.
+
+    No paths means the bundled corpus for ``lang``. Order is preserved (file order, then
+    conversation order) so that fixed validation splits stay fixed across runs.
+    """
+    if max_chars is not None and max_chars < 1:
+        raise ChatrnnError(f"max chars must be at least 1, not {max_chars}")
+    report = ReadReport()
+    if paths:
+        convs = [c for p in paths for c in read_conversations(Path(p), fmt, columns, encoding, report)]
+        where = ", ".join(str(p) for p in paths)
+    else:
+        convs = bundled_conversations(lang, report)
+        where = f"the bundled {lang} corpus"
+    normalised = [[normalize_text(t) for t in c] for c in convs]
+    pairs = _filter_pairs(make_pairs(normalised, context_turns), max_chars, report)
+    if not pairs:
+        first = report.first_problem()
+        detail = f"; first malformed: {first}" if first else ""
+        raise ChatrnnError(f"no usable pairs in {where}: {report.summary().splitlines()[0]}{detail}")
+    return pairs, report
+
+
+def conversations_to_text(conversations: list[list[str]]) -> str:
+    """Training text for the char LM: one normalised turn per line, a blank line between conversations."""
+    blocks = []
+    for conv in conversations:
+        turns = [t for t in (normalize_text(t) for t in conv) if t]
+        if turns:
+            blocks.append("\n".join(turns))
+    return "\n\n".join(blocks) + "\n" if blocks else ""

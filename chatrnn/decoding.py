@@ -1,0 +1,88 @@
+"""Decoding settings shared by the CLI, the TUI and the inference API (no torch here).
+
+One dataclass per model kind, so a setting means the same thing wherever it is set: a flag, an
+environment variable (``CHATRNN_TEMPERATURE``...), a slash command in the TUI, or a stored
+conversation's settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+
+from chatrnn.errors import ChatrnnError
+
+
+@dataclass
+class ReplySettings:
+    """How the chat model decodes a reply. ``temperature`` 0 with ``beam`` 1 is greedy."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    beam: int = 1
+    length_penalty: float = 0.6
+    nbest: int = 1
+    no_repeat_ngram: int = 3
+    min_len: int = 1
+    max_len: int = 40
+    context_turns: int | None = None  # None: what the model was trained with
+    rng_seed: int | None = None
+
+
+@dataclass
+class GenerateSettings:
+    """How the char LM samples."""
+
+    temperature: float = 0.8
+    top_k: int = 0
+    top_p: float = 1.0
+    length: int = 500
+    rng_seed: int | None = None
+
+
+_LIMITS = {
+    "temperature": (0.0, 10.0), "top_k": (0, 100000), "top_p": (1e-6, 1.0), "beam": (1, 64),
+    "length_penalty": (0.0, 5.0), "nbest": (1, 64), "no_repeat_ngram": (0, 20), "min_len": (0, 10000),
+    "max_len": (1, 10000), "context_turns": (0, 64), "length": (0, 1000000),
+}
+
+
+def set_value(settings, name: str, raw: str | float | int):
+    """A copy of ``settings`` with ``name`` parsed from ``raw`` and range-checked (for ``/temp 0.7``)."""
+    names = {f.name: f for f in fields(settings)}
+    aliases = {"temp": "temperature", "t": "temperature", "k": "top_k", "p": "top_p", "topk": "top_k",
+               "topp": "top_p", "len": "length" if "length" in names else "max_len", "ngram": "no_repeat_ngram"}
+    key = aliases.get(name.lower().replace("-", "_"), name.lower().replace("-", "_"))
+    if key not in names:
+        raise ChatrnnError(f"unknown setting {name!r}; settings: {', '.join(names)}")
+    is_int = key in ("top_k", "beam", "nbest", "no_repeat_ngram", "min_len", "max_len", "context_turns", "length", "rng_seed")
+    try:
+        value = (int(raw) if is_int else float(raw)) if raw not in (None, "", "none") else None
+    except (TypeError, ValueError):
+        raise ChatrnnError(f"{key} needs a {'whole ' if is_int else ''}number, not {raw!r}") from None
+    if value is None and key not in ("context_turns", "rng_seed"):
+        raise ChatrnnError(f"{key} needs a value")
+    if value is not None and key in _LIMITS:
+        lo, hi = _LIMITS[key]
+        if not lo <= value <= hi:
+            raise ChatrnnError(f"{key} must be between {lo:g} and {hi:g}")
+    return replace(settings, **{key: value})
+
+
+def from_env(settings, prefix: str = "CHATRNN_"):
+    """Apply ``CHATRNN_<NAME>`` environment variables (e.g. ``CHATRNN_TEMPERATURE=0.7``)."""
+    for f in fields(settings):
+        raw = os.environ.get(prefix + f.name.upper())
+        if raw is not None and raw != "":
+            settings = set_value(settings, f.name, raw)
+    return settings
+
+
+def to_dict(settings) -> dict:
+    return asdict(settings)
+
+
+def from_dict(cls, d: dict):
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in (d or {}).items() if k in names})

@@ -1,0 +1,121 @@
+"""The inference API: load a checkpoint, stream tokens. The CLI and the TUI talk only to this.
+
+Streams are plain Python generators: the consumer takes tokens as they are produced and stops the
+work at any moment by not asking for more (or by setting the ``cancel`` event from another thread,
+which is checked between tokens).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from chatrnn import checkpoint as ckpt
+from chatrnn.charvocab import CharVocab
+from chatrnn.errors import ChatrnnError
+from chatrnn.models.charlm import CharLM, CharLMConfig, LeanStepper
+from chatrnn.models.sampling import next_token_probs, top_candidates
+
+
+@dataclass
+class GenToken:
+    """One produced character, and (when asked for) the most likely candidates at that step."""
+
+    text: str
+    candidates: list[tuple[str, float]] = field(default_factory=list)
+
+
+def _load_module(folder: Path, kind: str, device: str | torch.device) -> tuple[dict, dict]:
+    cfg = ckpt.read_config(folder, kind)
+    return cfg, ckpt.load_weights(folder)
+
+
+class Generator:
+    """Sampling from a char LM checkpoint, one character at a time."""
+
+    def __init__(self, model: CharLM, vocab: CharVocab, config: dict | None = None, folder: Path | None = None):
+        self.model = model.eval()
+        self.vocab = vocab
+        self.config = config or {}
+        self.folder = folder
+        self.device = next(model.parameters()).device
+        self._lean = model.cfg.cell == "lstm" and self.device.type == "cpu"
+
+    @classmethod
+    def load(cls, name: str | Path | None = None, device: str | torch.device = "cpu") -> "Generator":
+        folder = ckpt.resolve_checkpoint(name, "charlm")
+        cfg, weights = _load_module(folder, "charlm", device)
+        try:
+            model = CharLM(CharLMConfig.from_dict(cfg["model"]))
+            model.load_state_dict(weights)
+            vocab = CharVocab(cfg["vocab"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as e:
+            raise ChatrnnError(f"{folder} does not hold a usable char model ({e.__class__.__name__}: {str(e).splitlines()[0][:100]})") from None
+        return cls(model.to(device), vocab, cfg, folder)
+
+    def prepare_seed(self, seed: str) -> tuple[list[int], list[str]]:
+        """Ids of the seed's known characters, and the unknown ones (the caller reports them)."""
+        return self.vocab.split_known(seed)
+
+    def stream(self, seed: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0,
+               top_p: float = 1.0, rng_seed: int | None = None, candidates: int = 0,
+               cancel: threading.Event | None = None) -> Iterator[GenToken]:
+        """Characters that continue ``seed``; unknown seed characters are skipped (see ``prepare_seed``).
+
+        With no usable seed the model starts from a newline if it knows one (a natural "start of
+        text" in most corpora), else from its first character.
+        """
+        ids, _ = self.prepare_seed(seed)
+        if not ids:
+            ids = [self.vocab.index.get("\n", 0)]
+        gen = torch.Generator().manual_seed(rng_seed) if rng_seed is not None else None
+        step = self._stepper(ids)
+        logits = step(None)
+        for _ in range(length):
+            if cancel is not None and cancel.is_set():
+                return
+            probs = next_token_probs(logits.float().cpu(), temperature, top_k, top_p)
+            if temperature <= 0:
+                nxt = int(torch.argmax(probs))
+            else:
+                nxt = int(torch.multinomial(probs, 1, generator=gen))
+            cands = [(self.vocab.chars[i], p) for i, p in top_candidates(probs, candidates)] if candidates else []
+            yield GenToken(self.vocab.chars[nxt], cands)
+            logits = step(nxt)
+
+    def _stepper(self, prime: list[int]):
+        """A function ``f(id | None) -> logits``: primes on ``prime`` first, then feeds one id a call."""
+        if self._lean:
+            lean = LeanStepper(self.model)
+            for i in prime[:-1]:
+                lean.step(i)
+            last = prime[-1]
+
+            def lean_step(i: int | None) -> torch.Tensor:
+                return lean.step(last if i is None else i)
+
+            return lean_step
+        model, dev = self.model, self.device
+        state = None
+        with torch.inference_mode():
+            if len(prime) > 1:
+                _, state = model(torch.tensor([prime[:-1]], device=dev), None)
+        holder = {"state": state, "last": prime[-1]}
+
+        def module_step(i: int | None) -> torch.Tensor:
+            x = torch.tensor([[holder["last"] if i is None else i]], device=dev)
+            with torch.inference_mode():
+                logits, holder["state"] = model(x, holder["state"])
+            return logits[0, -1]
+
+        return module_step
+
+    def generate(self, seed: str = "", **kw) -> str:
+        return "".join(t.text for t in self.stream(seed, **kw))
+
+    def info(self) -> dict:
+        return self.config

@@ -1,0 +1,54 @@
+"""Starting a training run from the CLI: single process or a torchrun rank, the dry-run plan, and
+the closing summary. Keeps ``cli.py`` free of torch."""
+
+from __future__ import annotations
+
+from chatrnn.train.progress import Reporter
+from chatrnn.units import format_duration
+
+
+def _train_fn(kind: str):
+    if kind == "charlm":
+        from chatrnn.train.charlm import train_charlm
+
+        return train_charlm
+    from chatrnn.train.chat import train_chat
+
+    return train_chat
+
+
+def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | None = None):
+    """Train ``kind`` ("charlm" or "chat") with ``opts``; under torchrun every rank calls this."""
+    from chatrnn.train import distributed
+
+    reporter = reporter or Reporter()
+    dist = distributed.from_env(opts.device)
+    try:
+        if dist is not None and not dist.is_main:
+            reporter = Reporter(quiet=True)
+        if dry_run:
+            from chatrnn.train.plan import print_plan
+
+            print_plan(kind, opts, dist, reporter)
+            return None
+        result = _train_fn(kind)(opts, reporter=reporter, dist=dist)
+        if dist is None or dist.is_main:
+            summarize(kind, result, reporter)
+        return result
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def summarize(kind: str, result, reporter: Reporter) -> None:
+    m = result.last_metrics or {}
+    unit = "char" if kind == "charlm" else "token"
+    parts = [f"{result.steps:,} steps in {format_duration(result.elapsed)}"]
+    if result.best_val_loss is not None:
+        parts.append(f"best val loss {result.best_val_loss:.4f} nats/{unit}")
+    if m:
+        extra = f", {m['bpc']:.3f} bits/char" if "bpc" in m else ""
+        parts.append(f"last {m['loss']:.4f} (ppl {m['perplexity']:.2f}{extra})")
+    status = "stopped" if result.interrupted else "done"
+    reporter.message(f"{status}: " + "; ".join(parts))
+    reporter.message(f"checkpoint: {result.folder}")

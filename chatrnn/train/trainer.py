@@ -1,0 +1,315 @@
+"""The one training loop both models share.
+
+A task (``charlm_task.py``, ``chat_task.py``) supplies batches, a loss, an evaluation and its part of
+the checkpoint; this loop supplies the rest: device and autocast, AdamW with warmup and cosine decay
+planned on whichever limit ends the run (steps, epochs or a wall-clock budget), gradient clipping,
+periodic evaluation with best/last checkpoints, exact resume, a NaN guard and a clean Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+
+from chatrnn import checkpoint as ckpt
+from chatrnn.device import autocast_dtype
+from chatrnn.errors import ChatrnnError
+from chatrnn.train.progress import Reporter
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run-control settings (the model's own shape lives in its config)."""
+
+    max_steps: int | None = None
+    epochs: float | None = None
+    max_time: float | None = None  # seconds of wall clock, evaluation included
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.05
+    warmup_steps: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    evals: int = 6  # evaluations per run, evenly spaced in progress (the last at the end)
+    eval_every: int | None = None  # or every N steps
+    seed: int = 1337
+    amp: bool | None = None  # bf16 autocast; default on for CUDA
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class Task(Protocol):
+    kind: str
+    unit: str
+    model: torch.nn.Module
+    tokens_per_step: int
+
+    def next_batch(self) -> Any: ...
+    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, int]: ...
+    def evaluate(self, model: torch.nn.Module, autocast: torch.dtype | None = None) -> dict: ...
+    @property
+    def epoch(self) -> float: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, d: dict) -> None: ...
+    def checkpoint_config(self) -> dict: ...
+    def write_extras(self, stage: ckpt.Stage) -> None: ...
+    def describe(self) -> str: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_val_loss: float | None
+    last_metrics: dict | None
+    elapsed: float
+    interrupted: bool
+    folder: Path
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup over ``warmup_steps``, then cosine decay from ``lr`` to ``lr*min_lr_ratio``
+    over the run's progress (0..1), whatever limit defines progress."""
+    warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    p = min(max(progress, 0.0), 1.0)
+    decay = cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+    return cfg.lr * warm * decay
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: decaying biases and embeddings hurts small RNNs (and AdamW users expect it)."""
+    seen: set[int] = set()
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        (decay if p.dim() >= 2 and "embedding" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def rng_state() -> dict:
+    st = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    if "python" in st:
+        random.setstate(_as_tuple(st["python"]))
+    if "cuda" in st and torch.cuda.is_available() and len(st["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class Trainer:
+    """Runs a task to its limit; ``stop_check`` lets tests (and DDP) request a stop like Ctrl-C."""
+
+    def __init__(self, task: Task, cfg: TrainConfig, out: Path, device: torch.device,
+                 reporter: Reporter | None = None, resume: bool = False, dist=None,
+                 stop_check: Callable[[int], bool] | None = None, train_model: torch.nn.Module | None = None):
+        if cfg.max_steps is None and cfg.epochs is None and cfg.max_time is None:
+            raise ChatrnnError("give a limit: --max-steps, --epochs or --max-time")
+        self.task = task
+        self.cfg = cfg
+        self.out = Path(out)
+        self.device = device
+        self.reporter = reporter or Reporter(quiet=True)
+        self.resume = resume
+        self.dist = dist
+        self.stop_check = stop_check
+        self.model = task.model
+        self.train_model = train_model or self.model  # DDP wraps here; checkpoints use the plain model
+        self.autocast = autocast_dtype(device, cfg.amp)
+        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99),
+                                     **({"fused": True} if device.type == "cuda" else {}))
+        self.step = 0
+        self.elapsed_before = 0.0
+        self.best: float | None = None
+        self.last_metrics: dict | None = None
+        self.next_eval_at = 1
+        self._interrupt = False
+        self.is_main = dist is None or dist.is_main
+
+    # ----- progress and limits -------------------------------------------------------------
+    def progress(self, elapsed: float) -> float:
+        c = self.cfg
+        parts = []
+        if c.max_steps:
+            parts.append(self.step / c.max_steps)
+        if c.max_time:
+            parts.append(elapsed / c.max_time)
+        if c.epochs:
+            parts.append(self.task.epoch / c.epochs)
+        return max(parts) if parts else 0.0
+
+    def _eval_due(self, progress: float) -> bool:
+        if self.cfg.eval_every:
+            return self.step % self.cfg.eval_every == 0
+        return progress >= self.next_eval_at / max(1, self.cfg.evals)
+
+    # ----- checkpoints ---------------------------------------------------------------------
+    def _config_json(self, finished: bool, elapsed: float) -> dict:
+        cfg = ckpt.base_config(self.task.kind)
+        cfg.update(self.task.checkpoint_config())
+        cfg["training"] = {
+            "steps": self.step, "epochs": round(float(self.task.epoch), 4), "tokens": self.step * self.task.tokens_per_step,
+            "unit": self.task.unit, "train_time_s": round(elapsed, 2), "best_val_loss": self.best,
+            "last_val": self.last_metrics, "device": str(self.device), "finished": finished,
+            "world_size": 1 if self.dist is None else self.dist.world,
+        }
+        cfg["train_config"] = self.cfg.to_dict()
+        return cfg
+
+    def save(self, elapsed: float, best: bool, finished: bool, metrics_line: dict | None) -> None:
+        if not self.is_main:
+            return
+        weights = self.model.state_dict()
+        meta = {"step": str(self.step)}
+        with ckpt.update_checkpoint(self.out) as st:
+            st.save_json(ckpt.CONFIG, self._config_json(finished, elapsed))
+            st.save_tensors(ckpt.LAST_WEIGHTS, weights, meta)
+            if best or not (st.path / ckpt.BEST_WEIGHTS).exists():
+                st.save_tensors(ckpt.BEST_WEIGHTS, weights, meta)
+            st.save_torch(ckpt.TRAIN_STATE, {
+                "step": self.step, "elapsed": elapsed, "best": self.best, "next_eval_at": self.next_eval_at,
+                "optimizer": self.opt.state_dict(), "task": self.task.state_dict(), "rng": rng_state(),
+                "train_config": self.cfg.to_dict(), "last_metrics": self.last_metrics,
+            })
+            self.task.write_extras(st)
+            if metrics_line is not None:
+                st.append_lines(ckpt.METRICS, [json.dumps(metrics_line)])
+
+    def load_resume(self) -> None:
+        folder = ckpt.resolve_checkpoint(self.out)
+        state = ckpt.load_train_state(folder)
+        weights = ckpt.load_weights(folder, ckpt.LAST_WEIGHTS)
+        try:
+            self.model.load_state_dict(weights)
+        except RuntimeError as e:
+            raise ChatrnnError(f"cannot resume {folder}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
+        self.opt.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.elapsed_before = float(state["elapsed"])
+        self.best = state.get("best")
+        self.next_eval_at = int(state.get("next_eval_at", 1))
+        self.last_metrics = state.get("last_metrics")
+        self.task.load_state_dict(state["task"])
+        set_rng_state(state["rng"])
+
+    # ----- the loop ------------------------------------------------------------------------
+    def _on_sigint(self, signum, frame) -> None:
+        if self._interrupt:  # a second Ctrl-C: the user really wants out now
+            raise KeyboardInterrupt
+        self._interrupt = True
+
+    def evaluate(self) -> dict:
+        m = self.task.evaluate(self.model, autocast=self.autocast)
+        if self.dist is not None:
+            m = self.dist.reduce_metrics(m)
+        return m
+
+    def run(self) -> TrainResult:
+        torch.manual_seed(self.cfg.seed)
+        random.seed(self.cfg.seed)
+        if self.resume:
+            self.load_resume()
+        old_handler = None
+        if self.is_main or self.dist is not None:
+            try:
+                old_handler = signal.signal(signal.SIGINT, self._on_sigint)
+            except ValueError:  # not in the main thread (e.g. under a test runner's thread)
+                old_handler = None
+        self.reporter.start(self.task.describe() + f" on {self.device}" + (f" ({self.dist.world} ranks)" if self.dist else ""))
+        try:
+            return self._loop()
+        finally:
+            self.reporter.close()
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+
+    def _loop(self) -> TrainResult:
+        cfg = self.cfg
+        t0 = time.monotonic() - self.elapsed_before
+        tokens_window, t_window = 0, time.monotonic()
+        rate, loss_ema = 0.0, None
+        interrupted = False
+        self.train_model.train()
+        while True:
+            elapsed = time.monotonic() - t0
+            progress = self.progress(elapsed)
+            stop_now = self._interrupt or (self.stop_check is not None and self.stop_check(self.step))
+            if self.dist is not None:
+                stop_now, progress = self.dist.agree(stop_now, progress)
+            if stop_now:
+                interrupted = True
+                break
+            if progress >= 1.0:
+                break
+            lr = lr_at(cfg, self.step, progress)
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            batch = self.task.next_batch()
+            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                loss, ntok = self.task.loss(self.train_model, batch)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            loss_v = float(loss.detach())
+            if not (math.isfinite(loss_v) and math.isfinite(float(gnorm))):
+                where = f"; the last good checkpoint in {self.out} is kept" if (self.out / ckpt.CONFIG).exists() else ""
+                raise ChatrnnError(f"loss became {loss_v} at step {self.step + 1}{where}; lower --lr or check the corpus")
+            self.opt.step()
+            self.step += 1
+            tokens_window += ntok
+            loss_ema = loss_v if loss_ema is None else 0.95 * loss_ema + 0.05 * loss_v
+            now = time.monotonic()
+            if now - t_window >= 1.0:
+                rate = tokens_window / (now - t_window) * (self.dist.world if self.dist else 1)
+                tokens_window, t_window = 0, now
+            elapsed = now - t0
+            progress = self.progress(elapsed)
+            eta = None
+            if progress > 0:
+                eta = elapsed * (1 - min(progress, 1)) / progress
+            self.reporter.update(self.step, progress, loss_ema, rate, self.task.unit, eta)
+            if self._eval_due(progress) and progress < 1.0:
+                while self.next_eval_at / max(1, cfg.evals) <= progress:
+                    self.next_eval_at += 1
+                self._evaluate_and_save(time.monotonic() - t0, finished=False, lr=lr, train_loss=loss_ema)
+        elapsed = time.monotonic() - t0
+        if interrupted:
+            self.save(elapsed, best=False, finished=False, metrics_line=None)
+            if self.is_main:
+                self.reporter.message(f"interrupted at step {self.step}; checkpoint saved to {self.out} (resume with --resume)")
+        else:
+            self._evaluate_and_save(elapsed, finished=True, lr=None, train_loss=loss_ema)
+        return TrainResult(self.step, self.best, self.last_metrics, elapsed, interrupted, self.out)
+
+    def _evaluate_and_save(self, elapsed: float, finished: bool, lr: float | None, train_loss: float | None) -> None:
+        m = self.evaluate()
+        self.last_metrics = m
+        is_best = self.best is None or m["loss"] < self.best
+        if is_best:
+            self.best = m["loss"]
+        self.reporter.evaluated(self.step, m, is_best)
+        line = {"step": self.step, "elapsed": round(elapsed, 2), "epoch": round(float(self.task.epoch), 4),
+                "train_loss": train_loss, "lr": lr, **{f"val_{k}": v for k, v in m.items()}}
+        self.save(elapsed, best=is_best, finished=finished, metrics_line=line)
