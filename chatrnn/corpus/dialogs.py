@@ -91,10 +91,7 @@ class ReadReport:
 
     def first_problem(self) -> str:
         """The first malformed record as ``file:line: why`` (empty if none), for one-line errors."""
-        if not self.malformed_lines:
-            return ""
-        file, line, why = self.malformed_lines[0]
-        return f"{file}:{line}: {why}" if line else f"{file}: {why}"
+        return _locate(*self.malformed_lines[0]) if self.malformed_lines else ""
 
     def summary(self) -> str:
         """A line of counts, then up to three malformed examples so the user knows where to look."""
@@ -102,9 +99,14 @@ class ReadReport:
         reasons = [f"{n} {reason}" for reason, n in sorted(self.dropped.items(), key=lambda kv: -kv[1]) if n]
         if reasons:
             text += "; dropped: " + ", ".join(reasons)
-        for file, line, why in self.malformed_lines[:3]:
-            text += f"\n  {file}:{line}: {why}" if line else f"\n  {file}: {why}"
+        for example in self.malformed_lines[:3]:
+            text += "\n  " + _locate(*example)
         return text
+
+
+def _locate(file: str, line: int, why: str) -> str:
+    """``file:line: why`` like compilers print, so editors can jump there (line 0 = unknown)."""
+    return f"{file}:{line}: {why}" if line else f"{file}: {why}"
 
 
 def normalize_text(s: str) -> str:
@@ -254,6 +256,8 @@ def _content_text(content: object) -> str | None:
 
 def _json_record(obj: object, columns: tuple[str, str] | None) -> list[str] | str:
     """A conversation from one JSON value, or a string saying why it is unusable."""
+    if isinstance(obj, list) and obj and all(isinstance(t, str) for t in obj):
+        return obj  # ["turn 1", "turn 2", ...]
     if not isinstance(obj, dict):
         return f"expected a JSON object, found {type(obj).__name__}"
     messages = obj.get("messages", obj.get("conversations"))
@@ -284,13 +288,26 @@ def _json_record(obj: object, columns: tuple[str, str] | None) -> list[str] | st
     return f"no {wanted} keys (and no 'messages')"
 
 
+def _json_array(text: str) -> list[object] | None:
+    """The records of a whole-file JSON array, or None when the text is JSON lines.
+
+    A one-line ``["hi", "hello"]`` is a JSONL conversation, not an array of two records.
+    """
+    if not text.lstrip().startswith("["):
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
+        return value
+    return None
+
+
 def _read_jsonl(path: Path, text: str, columns: tuple[str, str] | None, report: ReadReport) -> list[list[str]]:
     records: list[tuple[int, object]] = []
-    if text.lstrip().startswith("["):  # a .json file holding one array of records
-        try:
-            array = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ChatrnnError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from e
+    array = _json_array(text)
+    if array is not None:  # a .json file holding one array of records
         records = [(0, item) for item in array]
     else:
         for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a string
@@ -442,8 +459,13 @@ def detect_format(path: Path) -> str:
         return by_suffix[suffix]
     if suffix == ".txt":
         with path.open("rb") as f:
-            head = f.read(65536).decode("utf-8", errors="replace")
-        if _looks_like_transcript(head):
+            raw = f.read(65536)
+        if not raw.strip():
+            raise ChatrnnError(f"{path} is empty")
+        nul = raw.find(b"\x00")
+        if nul >= 0:
+            raise ChatrnnError(f"{path} looks binary (NUL byte at offset {nul}); give a text corpus")
+        if _looks_like_transcript(raw.decode("utf-8", errors="replace")):
             return "transcript"
         raise ChatrnnError(f"{path} does not look like a transcript (NAME: lines, each followed by the speech); {FORMAT_HINT}")
     raise ChatrnnError(f"cannot tell the format of {path}; {FORMAT_HINT}")
@@ -487,7 +509,7 @@ def read_conversations(
     if not convs:
         bad = report.dropped.get("malformed", 0) - before[1]
         first = report.malformed_lines[before[0]] if len(report.malformed_lines) > before[0] else None
-        why = f"; {bad} malformed, first at {first[0]}:{first[1]}: {first[2]}" if first else ""
+        why = f"; {bad} malformed, first: {_locate(*first)}" if first else ""
         raise ChatrnnError(f"no conversations found in {path} (read as {fmt}){why}")
     return convs
 
@@ -557,6 +579,8 @@ def load_pairs(
     if max_chars is not None and max_chars < 1:
         raise ChatrnnError(f"max chars must be at least 1, not {max_chars}")
     report = ReadReport()
+    if isinstance(paths, (str, Path)):
+        paths = [Path(paths)]
     if paths:
         convs = [c for p in paths for c in read_conversations(Path(p), fmt, columns, encoding, report)]
         where = ", ".join(str(p) for p in paths)

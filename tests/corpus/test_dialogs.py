@@ -75,22 +75,25 @@ def test_tsv_with_bom(tmp_path: Path) -> None:
     assert read_conversations(f) == [["how are you?", "fine, thanks"]]
 
 
+CELL = st.text(st.characters(codec="utf-8", exclude_characters="\x00"))  # NUL means "binary file"
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.text(st.characters(blacklist_characters="\x00")), st.text(st.characters(blacklist_characters="\x00"))), max_size=8))
+@given(st.lists(st.tuples(CELL, CELL), max_size=8))
 def test_csv_round_trip(tmp_path: Path, rows: list[tuple[str, str]]) -> None:
     f = tmp_path / "rt.csv"
     with f.open("w", encoding="utf-8", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["Q", "A"])
         w.writerows(rows)
-    expected = [(normalize_text(q), normalize_text(a)) for q, a in rows]
-    expected = [(q, a) for q, a in expected if q and a]
+    expected = [[q, a] for q, a in rows if normalize_text(q) and normalize_text(a)]
     if not expected:
         with pytest.raises(ChatrnnError, match="no conversations"):
             read_conversations(f)
         return
-    got = [(normalize_text(q), normalize_text(a)) for q, a in read_conversations(f)]
-    assert got == expected
+    got = read_conversations(f)
+    assert got == expected  # exact cells, quotes/newlines/CR included
+    assert [normalize_text(t) for c in got for t in c] == [normalize_text(t) for c in expected for t in c]
 
 
 # ---------------------------------------------------------------- JSONL
@@ -115,9 +118,18 @@ def test_jsonl_pairs_messages_and_bad_lines(tmp_path: Path) -> None:
 
 
 def test_json_array_and_custom_keys(tmp_path: Path) -> None:
-    f = write(tmp_path / "d.json", json.dumps([{"ask": "a", "say": "b"}, {"ask": "c", "say": "d"}]))
+    f = write(tmp_path / "d.json", json.dumps([{"ask": "a", "say": "b"}, {"ask": "c", "say": "d"}], indent=2))
     assert detect_format(f) == "jsonl"
     assert read_conversations(f, columns=("ask", "say")) == [["a", "b"], ["c", "d"]]
+    with pytest.raises(ChatrnnError, match=r"no conversations.*2 malformed, first: .*d\.json: item 1: no question/answer"):
+        read_conversations(f)
+
+
+def test_jsonl_lists_of_turns(tmp_path: Path) -> None:
+    f = write(tmp_path / "t.jsonl", '["hi", "hello", "how are you?"]\n["a", "b"]\n')
+    assert read_conversations(f) == [["hi", "hello", "how are you?"], ["a", "b"]]
+    one = write(tmp_path / "one.jsonl", '["hi", "hello"]\n')
+    assert read_conversations(one) == [["hi", "hello"]]
 
 
 def test_jsonl_line_separator_inside_string_is_not_a_line_break(tmp_path: Path) -> None:
@@ -249,6 +261,11 @@ def test_detection_errors(tmp_path: Path) -> None:
         detect_format(write(tmp_path / "x.dat", "a,b\n"))
     with pytest.raises(ChatrnnError, match="does not look like a transcript.*--format"):
         detect_format(write(tmp_path / "prose.txt", "just some prose\nwith lines\n"))
+    with pytest.raises(ChatrnnError, match="empty"):
+        detect_format(write(tmp_path / "empty.txt", ""))
+    (tmp_path / "bin.txt").write_bytes(b"NAME:\n\x00\x01")
+    with pytest.raises(ChatrnnError, match="binary.*offset 6"):
+        detect_format(tmp_path / "bin.txt")
     with pytest.raises(ChatrnnError, match="neither movie_lines.txt"):
         detect_format(tmp_path)
     with pytest.raises(ChatrnnError, match="unknown format 'xml'.*csv, tsv, jsonl"):
@@ -286,7 +303,7 @@ def test_normalize_keeps_korean_emoji_punctuation() -> None:
     assert normalize_text(decomposed) == "한국어"
 
 
-@given(st.text())
+@given(st.one_of(st.text(), st.text(st.characters(codec=None, categories=["Cs", "Zs", "Cc", "Mn", "Lo"]))))
 def test_normalize_idempotent(s: str) -> None:
     once = normalize_text(s)
     assert normalize_text(once) == once
@@ -308,6 +325,7 @@ def test_load_pairs_dedup_empty_too_long(tmp_path: Path) -> None:
     ]) + "\n")
     pairs, report = load_pairs([f], max_chars=50)
     assert pairs == [Pair([], "hi", "hello"), Pair([], "a", "b")]
+    assert load_pairs(f, max_chars=50)[0] == pairs  # a lone path is accepted too
     assert report.dropped == {"duplicate": 2, "empty": 1, "too long": 1}
     assert report.read == 6 and report.kept == 2 and balanced(report)
     assert report.summary().startswith("read 6 pairs, kept 2; dropped: 2 duplicate")
