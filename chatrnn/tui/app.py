@@ -1,0 +1,582 @@
+"""``chatrnn chat``: the Textual app. Two tabs (Chat with the seq2seq model, Generate with the char
+LM), a model picker, stored conversations, help, the command palette.
+
+The app never touches torch: models are loaded and run by thread workers through
+:class:`~chatrnn.tui.models.ModelLoader` (swappable, which is how tests inject scripted models), and
+their tokens reach the UI through messages. See ``chat.py`` and ``generate.py`` for the panes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Header, Input, Label, Markdown, OptionList, Static, TabbedContent, TabPane
+from textual.widgets.option_list import Option
+
+from chatrnn.decoding import GenerateSettings, ReplySettings, from_dict, to_dict
+from chatrnn.errors import ChatrnnError
+from chatrnn.tui.chat import SLASH_HELP, ChatPane, ConversationsChanged
+from chatrnn.tui.generate import GeneratePane, SettingsChanged
+from chatrnn.tui.models import (CHAT, KIND_LABEL, LM, CheckpointInfo, ModelLoader, NoCheckpoint, checkpoints_root,
+                                discover, model_label, train_hint)
+from chatrnn.tui.widgets import Notice
+
+HELP = f"""\
+# chatrnn
+
+**Chat** talks to the seq2seq model, **Generate** samples from the char LM.
+Both run in background threads: the screen never freezes, and **Esc** stops them.
+
+## Keys
+
+| key | what |
+| --- | --- |
+| Enter | send the message / generate from the seed |
+| Esc | stop the reply or the generation in progress |
+| F2 / F3 | Chat tab / Generate tab |
+| ctrl+t | Chat: attention heatmap of the last reply · Generate: top candidates per step |
+| a | on a focused reply (Tab to it): its attention heatmap |
+| ctrl+r | Generate: again from the same seed |
+| [ / ] | Generate: temperature -0.1 / +0.1 (outside the text boxes; or type it) |
+| ctrl+n | new conversation |
+| ctrl+l | stored conversations: open, rename, delete, export |
+| ctrl+s | export this conversation to Markdown |
+| ctrl+o | model picker: every checkpoint found, with size and best val loss |
+| ctrl+p | command palette: every action by name |
+| F1 | this help |
+| ctrl+q | quit |
+
+## Chat commands
+
+```
+{SLASH_HELP}
+```
+
+## What the views show
+
+**Attention**: one row per reply piece, one column per prompt piece (the subword units the model
+read: earlier turns, then your message). Brighter means the decoder looked there more when it
+produced that piece; ◆ marks where it looked most.
+
+**Candidates**: at each generated character, the model's most likely next characters and their
+probabilities *after* temperature, top-k and top-p: raise the temperature and watch the
+distribution flatten; lower it and the top candidate takes everything.
+
+Decoding settings can also be given as flags or environment variables
+(`chatrnn chat --temperature 0.7`, `CHATRNN_TEMPERATURE=0.7`); each conversation keeps its own.
+"""
+
+
+class ModelLoaded(Message):
+    def __init__(self, kind: str, model, name: str, error: str | None = None, missing: bool = False) -> None:
+        super().__init__()
+        self.kind, self.model, self.name, self.error, self.missing = kind, model, name, error, missing
+
+
+# ---------------------------------------------------------------------------------------------
+# screens
+
+
+class HelpScreen(ModalScreen):
+    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="help-box", classes="dialog"):
+            yield Markdown(HELP, id="help-text")
+            yield Label("Esc closes", classes="hint")
+
+
+class PromptScreen(ModalScreen[str | None]):
+    """One line of input (a title, a path); Enter accepts, Esc cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
+        super().__init__()
+        self.title_text, self.value, self.placeholder = title, value, placeholder
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog small"):
+            yield Label(self.title_text, classes="dialog-title")
+            yield Input(self.value, placeholder=self.placeholder, id="prompt-input")
+            yield Label("Enter accepts · Esc cancels", classes="hint")
+
+    @on(Input.Submitted)
+    def _ok(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    BINDINGS = [Binding("y,enter", "yes", "Yes"), Binding("n,escape", "no", "No")]
+
+    def __init__(self, question: str) -> None:
+        super().__init__()
+        self.question = question
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog small"):
+            yield Label(self.question, classes="dialog-title")
+            yield Label("y / Enter: yes · n / Esc: no", classes="hint")
+
+    def action_yes(self) -> None:
+        self.dismiss(True)
+
+    def action_no(self) -> None:
+        self.dismiss(False)
+
+
+class ModelPickerScreen(ModalScreen[CheckpointInfo | None]):
+    """Every checkpoint under checkpoints/ with its kind, size and best validation loss."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Close"), Binding("f5", "rescan", "Rescan")]
+
+    def __init__(self, extra: list[str] | None = None) -> None:
+        super().__init__()
+        self.extra = extra or []
+        self.infos: list[CheckpointInfo] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="picker-box"):
+            yield Label(f"Models under {checkpoints_root()}/", classes="dialog-title")
+            yield Static(f"{'name':<24} {'kind':<15} {'params':>7} {'size':>9} {'best val':>9}", classes="table-head")
+            yield OptionList(id="picker-list")
+            yield Static("", id="picker-empty")
+            yield Label("Enter loads · F5 rescans · Esc closes", classes="hint")
+
+    def on_mount(self) -> None:
+        self.action_rescan()
+
+    def action_rescan(self) -> None:
+        self.infos = discover(extra=self.extra)
+        ol = self.query_one(OptionList)
+        ol.clear_options()
+        for i, info in enumerate(self.infos):
+            kind = KIND_LABEL.get(info.kind or "", str(info.kind))
+            line = f"{info.name[:24]:<24} {kind:<15} {info.params_text():>7} {info.size_text():>9} {info.loss_text():>9}"
+            if info.problem:
+                line += f"  ({info.problem})"
+            ol.add_option(Option(line, id=str(i), disabled=not info.usable))
+        empty = self.query_one("#picker-empty", Static)
+        empty.update("" if self.infos else train_hint())
+        empty.display = not self.infos
+        ol.display = bool(self.infos)
+        if self.infos:
+            ol.focus()
+
+    @on(OptionList.OptionSelected, "#picker-list")
+    def _picked(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.infos[int(event.option.id)])
+
+
+class ConversationsScreen(ModalScreen[None]):
+    """Stored conversations: open, rename, delete, export."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Close"),
+        Binding("r", "rename", "Rename"),
+        Binding("d,delete", "delete", "Delete"),
+        Binding("e", "export", "Export"),
+        Binding("n", "new", "New"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="history-box"):
+            yield Label("Conversations", classes="dialog-title")
+            yield OptionList(id="history-list")
+            yield Static("", id="history-empty")
+            yield Label("Enter opens · r renames · d deletes · e exports · n new · Esc closes", classes="hint")
+
+    def on_mount(self) -> None:
+        self.refresh_list()
+
+    def refresh_list(self, keep: int | None = None) -> None:
+        app: ChatrnnApp = self.app  # type: ignore[assignment]
+        try:
+            convs = app.store.list_conversations()
+        except ChatrnnError as e:
+            app.notify(str(e), severity="error", title="history")
+            convs = []
+        ol = self.query_one(OptionList)
+        ol.clear_options()
+        for c in convs:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated))
+            mode = "chat" if c.mode == "chat" else "gen "
+            title = re.sub(r"\s+", " ", c.title)[:60]
+            ol.add_option(Option(f"{when}  {mode}  {title}", id=str(c.id)))
+        empty = self.query_one("#history-empty", Static)
+        empty.update("No stored conversations yet." if not convs else "")
+        empty.display = not convs
+        if convs:
+            index = 0
+            if keep is not None:
+                ids = [c.id for c in convs]
+                index = ids.index(keep) if keep in ids else 0
+            ol.highlighted = index
+            ol.focus()
+
+    @property
+    def selected(self) -> int | None:
+        ol = self.query_one(OptionList)
+        if ol.highlighted is None or ol.option_count == 0:
+            return None
+        return int(ol.get_option_at_index(ol.highlighted).id)
+
+    @on(OptionList.OptionSelected, "#history-list")
+    def _open(self, event: OptionList.OptionSelected) -> None:
+        self.app.open_conversation(int(event.option.id))
+        self.dismiss(None)
+
+    def action_new(self) -> None:
+        self.app.action_new_conversation()
+        self.dismiss(None)
+
+    def action_rename(self) -> None:
+        cid = self.selected
+        if cid is None:
+            return
+        app: ChatrnnApp = self.app  # type: ignore[assignment]
+        try:
+            title = app.store.get_conversation(cid).title
+        except ChatrnnError as e:
+            app.notify(str(e), severity="error")
+            return
+
+        def done(value: str | None) -> None:
+            if value is None:
+                return
+            try:
+                app.store.rename(cid, value)
+            except ChatrnnError as e:
+                app.notify(str(e), severity="warning", title="rename")
+            self.refresh_list(keep=cid)
+
+        app.push_screen(PromptScreen("New title", title), done)
+
+    def action_delete(self) -> None:
+        cid = self.selected
+        if cid is None:
+            return
+        app: ChatrnnApp = self.app  # type: ignore[assignment]
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                app.delete_conversation(cid)
+                self.refresh_list()
+
+        app.push_screen(ConfirmScreen("Delete this conversation and all its messages?"), done)
+
+    def action_export(self) -> None:
+        cid = self.selected
+        if cid is not None:
+            self.app.export_conversation(cid)
+
+
+# ---------------------------------------------------------------------------------------------
+# the app
+
+
+class ChatrnnApp(App):
+    CSS_PATH = "app.tcss"
+    TITLE = "chatrnn"
+    BINDINGS = [
+        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f1", "help", "Help"),
+        Binding("f2", "tab('chat')", "Chat", show=False),
+        Binding("f3", "tab('generate')", "Generate", show=False),
+        Binding("ctrl+n", "new_conversation", "New"),
+        Binding("ctrl+l", "conversations", "History"),
+        Binding("ctrl+s", "export", "Export"),
+        Binding("ctrl+o", "pick_model", "Models"),
+    ]
+
+    def __init__(self, *, chat_checkpoint: str | None = None, lm_checkpoint: str | None = None,
+                 db_path: str | Path | None = None, store=None, reply_settings: ReplySettings | None = None,
+                 generate_settings: GenerateSettings | None = None, loader: ModelLoader | None = None,
+                 device: str = "cpu", load_models: bool = True) -> None:
+        super().__init__()
+        self.chat_checkpoint = chat_checkpoint
+        self.lm_checkpoint = lm_checkpoint
+        self.db_path = db_path
+        self.store = store
+        self.reply_settings = reply_settings or ReplySettings()
+        self.generate_settings = generate_settings or GenerateSettings()
+        self.loader = loader or ModelLoader(device)
+        self.load_models = load_models
+        self.gen_conversation_id: int | None = None
+        self.store_message: str | None = None
+
+    # ---- layout ---------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with TabbedContent(initial="chat", id="tabs"):
+            with TabPane("Chat", id="chat"):
+                yield ChatPane(self.reply_settings, id="chat-pane")
+            with TabPane("Generate", id="generate"):
+                yield GeneratePane(self.generate_settings, id="gen-pane")
+        yield Footer()
+
+    @property
+    def chat(self) -> ChatPane:
+        return self.query_one(ChatPane)
+
+    @property
+    def gen(self) -> GeneratePane:
+        return self.query_one(GeneratePane)
+
+    def on_mount(self) -> None:
+        self._open_store()
+        self.query_one("#chat-input").focus()
+        if self.load_models:
+            self.load_chat(self.chat_checkpoint)
+            self.load_lm(self.lm_checkpoint)
+        else:
+            self.chat.set_no_model()
+            self.gen.set_no_model()
+
+    def _open_store(self) -> None:
+        from chatrnn.tui.store import Store, default_db_path
+
+        if self.store is not None:
+            return
+        path = Path(self.db_path) if self.db_path else default_db_path()
+        try:
+            self.store, message = Store.open(path, busy_timeout=1.5)
+        except ChatrnnError as e:
+            self.store, message = Store(":memory:"), f"{e} This session will not be saved."
+        except Exception as e:  # never let the history keep the app from starting
+            self.store, message = Store(":memory:"), (f"could not open the conversation history {path} "
+                                                      f"({e.__class__.__name__}: {e}); this session will not be saved.")
+        self.store_message = message
+        if message:
+            self.notify(message, severity="warning", title="history", timeout=15)
+
+    # ---- models ---------------------------------------------------------------------------
+    def load_chat(self, name: str | None = None) -> None:
+        self.chat.set_loading(str(name or ""))
+        self._load(CHAT, name)
+
+    def load_lm(self, name: str | None = None) -> None:
+        self.gen.set_loading(str(name or ""))
+        self._load(LM, name)
+
+    @work(thread=True, exit_on_error=False)
+    def _load(self, kind: str, name: str | None) -> None:
+        try:
+            model = self.loader.load_chat(name) if kind == CHAT else self.loader.load_lm(name)
+        except NoCheckpoint as e:
+            self.post_message(ModelLoaded(kind, None, str(name or ""), str(e), missing=True))
+        except ChatrnnError as e:
+            self.post_message(ModelLoaded(kind, None, str(name or ""), str(e)))
+        except Exception as e:  # a damaged file torch chokes on, a bug: a notification, not a crash
+            self.post_message(ModelLoaded(kind, None, str(name or ""), f"{e.__class__.__name__}: {e}"))
+        else:
+            self.post_message(ModelLoaded(kind, model, str(name or "")))
+
+    def on_model_loaded(self, event: ModelLoaded) -> None:
+        pane = self.chat if event.kind == CHAT else self.gen
+        if event.model is not None:
+            pane.set_model(event.model, model_label(event.model))
+            self.notify(f"{KIND_LABEL[event.kind]} model {model_label(event.model)} loaded", title="model", timeout=3)
+            return
+        if event.missing:
+            pane.set_no_model(train_hint(event.kind))
+            if event.kind == CHAT:
+                self.notify(f"no chat model yet: train one with `chatrnn train chat`", severity="warning", title="model")
+        else:
+            pane.set_no_model(f"{event.error}\n\nPick another model with ctrl+o, or train one with "
+                              f"`chatrnn train {'chat' if event.kind == CHAT else 'charlm'}`.")
+            self.notify(event.error or "could not load the model", severity="error", title="model", timeout=10)
+
+    def action_pick_model(self) -> None:
+        extra = [p for p in (self.chat_checkpoint, self.lm_checkpoint) if p]
+
+        def picked(info: CheckpointInfo | None) -> None:
+            if info is None:
+                return
+            if info.kind == CHAT:
+                self.load_chat(str(info.path))
+                self.action_tab("chat")
+            else:
+                self.load_lm(str(info.path))
+                self.action_tab("generate")
+
+        self.push_screen(ModelPickerScreen(extra), picked)
+
+    # ---- navigation -----------------------------------------------------------------------
+    def action_tab(self, name: str) -> None:
+        tabs = self.query_one(TabbedContent)
+        if tabs.active != name:
+            tabs.active = name
+        self._focus_tab(name)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        focused = self.focused
+        pane = event.pane.id or "chat"
+        if focused is None or not any(a.id == pane for a in focused.ancestors_with_self):
+            self._focus_tab(pane)
+
+    def _focus_tab(self, name: str) -> None:
+        self.query_one("#chat-input" if name == "chat" else "#gen-seed").focus()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def action_conversations(self) -> None:
+        if not isinstance(self.screen, ConversationsScreen):
+            self.push_screen(ConversationsScreen())
+
+    def on_notice(self, event: Notice) -> None:
+        self.notify(event.text, severity=event.severity, title=event.title)  # type: ignore[arg-type]
+
+    def on_conversations_changed(self, event: ConversationsChanged) -> None:
+        if isinstance(self.screen, ConversationsScreen):
+            self.screen.refresh_list(keep=self.screen.selected)
+
+    # ---- conversations --------------------------------------------------------------------
+    @property
+    def active_tab(self) -> str:
+        return self.query_one(TabbedContent).active or "chat"
+
+    def action_new_conversation(self) -> None:
+        if self.active_tab == "generate":
+            self.gen_conversation_id = None
+            self.gen.query_one("#gen-output").clear_text()
+            self.notify("new generate session", timeout=2)
+        else:
+            self.chat.new_conversation()
+            self.action_tab("chat")
+
+    def open_conversation(self, cid: int) -> None:
+        try:
+            conv = self.store.get_conversation(cid)
+            messages = self.store.messages(cid)
+        except ChatrnnError as e:
+            self.notify(str(e), severity="error", title="history")
+            return
+        if conv.mode == "generate":
+            self.gen_conversation_id = conv.id
+            stored = (conv.settings or {}).get("generate")
+            if isinstance(stored, dict):
+                try:
+                    self.gen.apply_settings(from_dict(GenerateSettings, stored))
+                except (TypeError, ValueError):
+                    pass
+            users = [m for m in messages if m.role == "user"]
+            bots = [m for m in messages if m.role == "bot"]
+            self.gen.show_output(users[-1].text if users else "", bots[-1].text if bots else "")
+            self.action_tab("generate")
+        else:
+            self.chat.load_conversation(conv, messages)
+            self.action_tab("chat")
+        self.notify(f"opened {conv.title!r}", title="history", timeout=3)
+
+    def delete_conversation(self, cid: int) -> None:
+        try:
+            self.store.delete(cid)
+        except ChatrnnError as e:
+            self.notify(str(e), severity="error", title="history")
+            return
+        if self.chat.conversation_id == cid:
+            self.chat.new_conversation()
+        if self.gen_conversation_id == cid:
+            self.gen_conversation_id = None
+        self.notify("conversation deleted", title="history", timeout=3)
+
+    def action_export(self) -> None:
+        cid = self.chat.conversation_id if self.active_tab == "chat" else self.gen_conversation_id
+        self.export_conversation(cid)
+
+    def export_conversation(self, cid: int | None, path: str | None = None) -> None:
+        """Write conversation ``cid`` as Markdown to ``path`` (asked for when not given)."""
+        if cid is None:
+            self.notify("nothing to export yet: this conversation has no messages", severity="warning", title="export")
+            return
+        if path is None:
+            try:
+                title = self.store.get_conversation(cid).title
+            except ChatrnnError as e:
+                self.notify(str(e), severity="error", title="export")
+                return
+            slug = re.sub(r"[^\w-]+", "-", title.lower(), flags=re.ASCII).strip("-")[:40] or "conversation"
+            default = str(Path.cwd() / f"chatrnn-{cid}-{slug}.md")
+            self.push_screen(PromptScreen("Export to Markdown file", default),
+                             lambda value: value and self.export_conversation(cid, value))
+            return
+        try:
+            written = self.store.export_to_file(cid, path)
+        except ChatrnnError as e:
+            self.notify(str(e), severity="error", title="export")
+            return
+        self.notify(f"saved {written}", title="export", timeout=6)
+
+    # ---- generate sessions ----------------------------------------------------------------
+    def on_generate_pane_finished(self, event: GeneratePane.Finished) -> None:
+        job = event.job
+        if self.store is None or (not job.text and job.error):
+            return
+        meta = {"settings": to_dict(job.settings)}
+        if job.cancel.is_set():
+            meta["cancelled"] = True
+        self._save_generate(job.seed, job.text, meta, to_dict(job.settings))
+
+    @work(thread=True, group="store", exit_on_error=False)
+    def _save_generate(self, seed: str, text: str, meta: dict, settings: dict) -> None:
+        try:
+            if self.gen_conversation_id is None:
+                conv = self.store.create_conversation(mode="generate", checkpoint=_folder(self.gen.model),
+                                                      settings={"generate": settings})
+                self.gen_conversation_id = conv.id
+            self.store.add_message(self.gen_conversation_id, "user", seed)
+            self.store.add_message(self.gen_conversation_id, "bot", text, meta)
+        except ChatrnnError as e:
+            self.post_message(Notice(str(e), "error", "history"))
+        self.post_message(ConversationsChanged())
+
+    def on_settings_changed(self, event: SettingsChanged) -> None:
+        if self.gen_conversation_id is not None:
+            try:
+                self.store.update_settings(self.gen_conversation_id, {"generate": to_dict(event.settings)})
+            except ChatrnnError as e:
+                self.notify(str(e), severity="error", title="history")
+
+    # ---- command palette ------------------------------------------------------------------
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Chat tab", "Talk to the seq2seq model (F2)", lambda: self.action_tab("chat"))
+        yield SystemCommand("Generate tab", "Sample from the char LM (F3)", lambda: self.action_tab("generate"))
+        yield SystemCommand("New conversation", "Start afresh (ctrl+n)", self.action_new_conversation)
+        yield SystemCommand("Conversations", "Open, rename, delete, export stored conversations (ctrl+l)",
+                            self.action_conversations)
+        yield SystemCommand("Export conversation", "Save this conversation as Markdown (ctrl+s)", self.action_export)
+        yield SystemCommand("Pick a model", "Every checkpoint found, with size and best val loss (ctrl+o)",
+                            self.action_pick_model)
+        yield SystemCommand("Toggle attention view", "Heatmap of the last reply's attention (ctrl+t in Chat)",
+                            lambda: (self.action_tab("chat"), self.chat.action_toggle_attention()))
+        yield SystemCommand("Toggle candidates view", "Top candidates per generated character (ctrl+t in Generate)",
+                            lambda: (self.action_tab("generate"), self.gen.action_toggle_candidates()))
+        yield SystemCommand("Stop", "Stop the reply or generation in progress (Esc)",
+                            lambda: (self.chat.action_stop(), self.gen.action_stop()))
+        yield SystemCommand("Regenerate", "Generate again from the same seed (ctrl+r)", self.gen.action_regenerate)
+        yield SystemCommand("Chat settings", "Show the decoding settings of this conversation",
+                            lambda: self.chat.command("/settings"))
+        yield SystemCommand("Help", "Keys, commands and what the views show (F1)", self.action_help)
+
+
+def _folder(model) -> str | None:
+    folder = getattr(model, "folder", None)
+    return str(folder) if folder is not None else None

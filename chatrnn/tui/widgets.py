@@ -1,0 +1,383 @@
+"""Widgets shared by the chat and generate panes: message bubbles, the attention heatmap, the
+temperature bar, the candidates view. Pure display: no models, no store, no threads.
+
+All model and user text is shown as :class:`rich.text.Text` (never parsed as markup), with control
+characters turned into their visible "control pictures", so a message containing ``[bold]`` or
+ANSI escapes shows as typed and cannot restyle or corrupt the screen.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+
+from rich.style import Style
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import HorizontalScroll, Vertical, VerticalScroll
+from textual.message import Message
+from textual.widgets import Static
+
+#: Longest text a bubble shows; the store keeps the whole message, the bubble says what it left out.
+MAX_SHOWN = 4000
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _picture(m: re.Match[str]) -> str:
+    c = ord(m.group())
+    if c == 0x7F:
+        return "\u2421"
+    if c < 0x20:
+        return chr(0x2400 + c)
+    return "\u21b5"  # line/paragraph separators
+
+
+def clean_text(text: str, limit: int | None = MAX_SHOWN) -> str:
+    """``text`` safe to draw: control characters as pictures (newlines and tabs kept), lone
+    surrogates as U+FFFD, and at most ``limit`` characters with a note saying how many were cut."""
+    cut = 0
+    if limit is not None and len(text) > limit:
+        cut = len(text) - limit
+        text = text[:limit]
+    text = text.replace("\r\n", "\n").replace("\t", "    ")
+    text = _CONTROL.sub(_picture, text)
+    text = _SURROGATE.sub("\ufffd", text)
+    if cut:
+        text += f"\n… ({cut:,} more characters not shown; the full text is kept)"
+    return text
+
+
+def show_char(c: str) -> str:
+    """One generated character as something visible: space, newline, tab and controls named."""
+    if c == " ":
+        return "␣"
+    if c == "\n":
+        return "⏎"
+    if c == "\t":
+        return "⇥"
+    if c == "▁":
+        return "▁"
+    return clean_text(c, None) or "∅"
+
+
+def show_piece(p: str, width: int) -> str:
+    """A subword piece in at most ``width`` cells (sentencepiece's word-start mark kept)."""
+    p = clean_text(p, None).replace("\n", "⏎") or "∅"
+    return p if len(p) <= width else p[: max(1, width - 1)] + "…"
+
+
+class Notice(Message):
+    """A notification from a worker thread (``post_message`` is thread-safe; ``notify`` is not).
+    It bubbles up to the app, which shows it."""
+
+    def __init__(self, text: str, severity: str = "information", title: str = "") -> None:
+        super().__init__()
+        self.text = text
+        self.severity = severity
+        self.title = title
+
+
+# ---------------------------------------------------------------------------------------------
+# colours
+
+_PALETTE = [(13, 8, 135), (84, 2, 163), (139, 10, 165), (185, 50, 137), (219, 92, 104),
+            (244, 136, 73), (254, 188, 43), (240, 249, 33)]  # plasma, dark to bright
+
+
+def heat_colour(v: float) -> tuple[int, int, int]:
+    """A colour for ``v`` in [0, 1] on a perceptually ordered scale (dark purple to yellow)."""
+    v = 0.0 if v != v else min(1.0, max(0.0, v))
+    x = v * (len(_PALETTE) - 1)
+    i = min(int(x), len(_PALETTE) - 2)
+    f = x - i
+    a, b = _PALETTE[i], _PALETTE[i + 1]
+    return tuple(round(a[k] + (b[k] - a[k]) * f) for k in range(3))  # type: ignore[return-value]
+
+
+def _rgb(c: tuple[int, int, int]) -> str:
+    return f"rgb({c[0]},{c[1]},{c[2]})"
+
+
+def heatmap_text(rows: list[str], cols: list[str], weights: list[list[float]], cell: int = 4,
+                 label: int = 10) -> Text:
+    """The attention heatmap: one line per reply piece, one coloured cell per prompt piece.
+
+    Colours are scaled per row (each row is a distribution over the prompt, so the brightest
+    cell is where that reply piece looked most); the row's strongest cell is marked with ``◆`` and
+    its weight is printed at the end of the line.
+    """
+    out = Text(no_wrap=True, overflow="crop")
+    if not cols or not weights:
+        out.append("(no attention recorded for this reply)", style="italic dim")
+        return out
+    header = " " * (label + 1)
+    for c in cols:
+        header += show_piece(c, cell - 1).ljust(cell)
+    out.append(header.rstrip() + "\n", style="bold")
+    for r, row in enumerate(weights):
+        name = rows[r] if r < len(rows) else "?"
+        out.append(show_piece(name, label).rjust(label) + " ", style="bold")
+        vals = [float(v) if isinstance(v, (int, float)) else 0.0 for v in row[: len(cols)]]
+        vals += [0.0] * (len(cols) - len(vals))
+        top = max(vals) if vals else 0.0
+        best = vals.index(top) if vals else -1
+        for j, v in enumerate(vals):
+            scaled = v / top if top > 0 else 0.0
+            bg = heat_colour(scaled)
+            fg = (0, 0, 0) if scaled > 0.6 else (255, 255, 255)
+            mark = "◆" if j == best and top > 0 else " "
+            out.append(mark.center(cell - 1), style=Style.parse(f"{_rgb(fg)} on {_rgb(bg)}"))
+            out.append(" ")
+        out.append(f" {top:.2f} → {show_piece(cols[best], 12) if best >= 0 else '-'}\n", style="dim")
+    legend = Text("  weight (per row): ", style="dim")
+    for k in range(9):
+        legend.append("  ", style=Style.parse(f"on {_rgb(heat_colour(k / 8))}"))
+    legend.append(" low → high   ◆ strongest", style="dim")
+    out.append_text(legend)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# message bubbles
+
+
+class AttentionView(Static):
+    """A bot reply's heatmap (reply pieces × prompt pieces); lives in a horizontal scroller."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__("", **kw)
+        self.rows: list[str] = []
+        self.cols: list[str] = []
+        self.weights: list[list[float]] = []
+
+    def set_data(self, rows: list[str], cols: list[str], weights: list[list[float]]) -> None:
+        self.rows, self.cols, self.weights = rows, cols, weights
+        self.update(heatmap_text(rows, cols, weights))
+
+
+class MessageView(Vertical, can_focus=True):
+    """One turn of the conversation. A bot turn can show its attention heatmap (``a`` toggles)."""
+
+    BINDINGS = [Binding("a", "toggle_attention", "Attention", show=True)]
+
+    def __init__(self, role: str, text: str = "", *, pending: bool = False, meta: dict | None = None,
+                 message_id: int | None = None) -> None:
+        super().__init__(classes=f"message {role}")
+        self.role = role
+        self.text = text
+        self.message_id = message_id
+        self.pending = pending
+        self.cancelled = False
+        self.note = ""
+        self.pieces: list[str] = []
+        self.prompt_pieces: list[str] = []
+        self.attention: list[list[float]] = []
+        self._shown = 0
+        if meta:
+            self.pieces = list(meta.get("pieces") or [])
+            self.prompt_pieces = list(meta.get("prompt_pieces") or [])
+            self.attention = [list(r) for r in (meta.get("attention") or [])]
+            self.cancelled = bool(meta.get("cancelled"))
+        self.body = Static(self._render_body(), classes="body")
+        self.attn_box: HorizontalScroll | None = None
+        self.attn_view: AttentionView | None = None
+
+    def compose(self):
+        yield Static("You" if self.role == "user" else "Bot", classes="who")
+        yield self.body
+        if self.role == "bot":
+            self.attn_view = AttentionView(classes="attention")
+            self.attn_box = HorizontalScroll(self.attn_view, classes="attention-box")
+            self.attn_box.display = False
+            yield self.attn_box
+
+    def _render_body(self) -> Text:
+        shown = clean_text(self.text.strip() if self.role == "bot" else self.text)
+        t = Text(shown)
+        if self.pending and not self.text:
+            t = Text("…", style="dim italic")
+        if self.cancelled:
+            t.append("  (stopped)", style="italic dim")
+        if self.note:
+            t.append(f"\n{self.note}", style="italic dim")
+        return t
+
+    # streaming -----------------------------------------------------------------------------
+    def add(self, text: str, pieces: list[str], rows: list[list[float]]) -> None:
+        """Append streamed output (several tokens at once when the UI was busy)."""
+        self.text += text
+        self.pieces.extend(pieces)
+        self.attention.extend(rows)
+        self.refresh_body()
+
+    def finish(self, *, text: str | None = None, cancelled: bool = False, note: str = "",
+               pieces: list[str] | None = None, attention: list[list[float]] | None = None,
+               prompt_pieces: list[str] | None = None) -> None:
+        self.pending = False
+        self.cancelled = cancelled
+        self.note = note
+        if text is not None:
+            self.text = text
+        if pieces is not None:
+            self.pieces = list(pieces)
+        if attention is not None:
+            self.attention = [list(r) for r in attention]
+        if prompt_pieces is not None:
+            self.prompt_pieces = list(prompt_pieces)
+        self.refresh_body()
+
+    def refresh_body(self) -> None:
+        self.body.update(self._render_body())
+        if self.attn_box is not None and self.attn_box.display:
+            self._draw_attention()
+
+    # attention -----------------------------------------------------------------------------
+    @property
+    def attention_shown(self) -> bool:
+        return bool(self.attn_box is not None and self.attn_box.display)
+
+    def action_toggle_attention(self) -> None:
+        self.show_attention(not self.attention_shown)
+
+    def show_attention(self, on: bool) -> None:
+        if self.attn_box is None:
+            return
+        self.attn_box.display = on
+        if on:
+            self._draw_attention()
+
+    def _draw_attention(self) -> None:
+        if self.attn_view is not None:
+            self.attn_view.set_data(self.pieces, self.prompt_pieces, self.attention)
+
+
+# ---------------------------------------------------------------------------------------------
+# generate pane displays
+
+
+TEMP_BAR_MAX = 2.0
+
+
+def temperature_text(t: float, width: int = 24) -> Text:
+    """``temperature 0.80 ▕███████░░░░░▏`` coloured from cold (blue) to hot (red); the bar spans
+    0-2 and shows ``+`` beyond."""
+    out = Text()
+    out.append("temperature ", style="bold")
+    out.append(f"{t:4.2f}", style="bold reverse" if t == 0 else "bold")
+    out.append(" ▕")
+    filled = round(min(t, TEMP_BAR_MAX) / TEMP_BAR_MAX * width)
+    for i in range(width):
+        if i < filled:
+            x = i / max(1, width - 1)
+            colour = (round(60 + 195 * x), round(120 - 60 * x), round(255 - 215 * x))
+            out.append("█", style=Style.parse(_rgb(colour)))
+        else:
+            out.append("░", style="dim")
+    out.append("▏")
+    out.append("+" if t > TEMP_BAR_MAX else " ")
+    out.append("greedy" if t == 0 else ("sharper" if t < 1 else ("as trained" if t == 1 else "flatter")), style="dim italic")
+    return out
+
+
+class TemperatureBar(Static):
+    def __init__(self, value: float = 0.8, **kw) -> None:
+        super().__init__(temperature_text(value), **kw)
+        self.value = value
+
+    def set_value(self, value: float) -> None:
+        self.value = value
+        self.update(temperature_text(value))
+
+
+def candidates_text(steps: list[tuple[str, list[tuple[str, float]]]], header: str = "", bar: int = 10) -> Text:
+    """One line per sampled step (newest last): the chosen character, then the top candidates
+    with their probabilities as numbers and bars; the chosen one is highlighted."""
+    out = Text(no_wrap=True, overflow="crop")
+    if header:
+        out.append(header + "\n", style="bold")
+    if not steps:
+        out.append("(generate something to see the model's top candidates at each step)", style="dim italic")
+        return out
+    for chosen, cands in steps:
+        out.append(f" {show_char(chosen):>2} │", style="bold")
+        for ch, p in cands:
+            style = "bold reverse" if ch == chosen else ""
+            out.append(f" {show_char(ch):>2}", style=style)
+            out.append(f" {p * 100:4.1f}% ", style="dim" if ch != chosen else "")
+            n = p * bar
+            full = int(n)
+            part = " ▏▎▍▌▋▊▉"[int((n - full) * 8)] if full < bar else ""
+            out.append(("█" * full + part).ljust(bar), style="green" if ch == chosen else "cyan")
+        out.append("\n")
+    out.rstrip()
+    return out
+
+
+class CandidatesView(Static):
+    """The top candidates and their probabilities at the most recent sampling steps."""
+
+    def __init__(self, keep: int = 200, **kw) -> None:
+        super().__init__("", **kw)
+        self.steps: deque[tuple[str, list[tuple[str, float]]]] = deque(maxlen=keep)
+        self.header = ""
+
+    def clear_steps(self, header: str = "") -> None:
+        self.steps.clear()
+        self.header = header
+        self.redraw()
+
+    def add_steps(self, steps: list[tuple[str, list[tuple[str, float]]]]) -> None:
+        self.steps.extend(steps)
+
+    def redraw(self, last: int = 40) -> None:
+        shown = list(self.steps)[-last:]
+        self.update(candidates_text(shown, self.header))
+
+
+class StreamView(VerticalScroll, can_focus=True):
+    """Streamed text that stays cheap however long it grows: the text lives in chunks of about
+    :attr:`CHUNK` characters (cut at a newline when possible), and only the last chunk is redrawn
+    as characters arrive. Follows the end unless the user scrolled up."""
+
+    CHUNK = 2000
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self._current: Static | None = None
+        self._text = Text()
+        self._parts: list[str] = []
+        self.length = 0
+
+    def clear_text(self) -> None:
+        self.remove_children()
+        self._current = None
+        self._text = Text()
+        self._parts = []
+        self.length = 0
+
+    def append(self, text: str, style: str = "") -> None:
+        if not text:
+            return
+        follow = self.is_vertical_scroll_end or self.max_scroll_y == 0
+        text = clean_text(text, None)
+        self._parts.append(text)
+        self.length += len(text)
+        if self._current is None or (len(self._text) > self.CHUNK and "\n" in text) or len(self._text) > 2 * self.CHUNK:
+            if self._current is not None and "\n" in text and len(self._text) <= 2 * self.CHUNK:
+                head, _, text = text.partition("\n")
+                self._text.append(head, style=style)
+                self._current.update(self._text)
+            self._text = Text()
+            self._current = Static(self._text, classes="chunk")
+            self.mount(self._current)
+        self._text.append(text, style=style)
+        self._current.update(self._text)
+        if follow:
+            self.call_after_refresh(self.scroll_end, animate=False)
+
+    @property
+    def plain(self) -> str:
+        """Everything shown so far, as displayed (control characters as pictures)."""
+        return "".join(self._parts)

@@ -1,0 +1,206 @@
+"""Fixtures for the TUI tests: tiny real models trained once per session, scripted slow models,
+and an app factory wired to an in-memory (or temp-file) conversation store."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+DIALOG = [
+    ("hello", "hi there"), ("how are you", "i am fine thanks"), ("what is your name", "my name is bot"),
+    ("do you like music", "yes i love music"), ("good morning", "good morning to you"),
+    ("what time is it", "time to chat"), ("tell me a joke", "why did the chicken cross the road"),
+    ("bye", "goodbye see you soon"), ("thank you", "you are welcome"), ("where are you from", "i live in a computer"),
+    ("안녕하세요", "안녕하세요 반가워요"), ("what do you eat", "i eat bytes"), ("are you happy", "yes very happy"),
+    ("who made you", "a python program"), ("can you help me", "sure what do you need"),
+]
+
+
+def _corpus_text() -> str:
+    lines = []
+    for i in range(40):
+        for q, a in DIALOG:
+            lines.append(f"{q}\n{a}\n")
+    return "".join(lines)
+
+
+@pytest.fixture(scope="session")
+def tui_tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tui")
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tui_tmp) -> Path:
+    """A checkpoints root holding a tiny char LM (``charlm``) and, when the chat trainer is
+    available, a tiny chat model (``chat``); trained once per session in a few seconds."""
+    root = tui_tmp / "checkpoints"
+    root.mkdir()
+    old = {k: os.environ.get(k) for k in ("CHATRNN_CACHE", "CHATRNN_CHECKPOINTS")}
+    os.environ["CHATRNN_CACHE"] = str(tui_tmp / "cache")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+        from chatrnn.train.charlm import CharLMOptions, train_charlm
+        from chatrnn.train.trainer import TrainConfig
+
+        text = tui_tmp / "corpus.txt"
+        text.write_text(_corpus_text(), "utf-8")
+        train_charlm(CharLMOptions(out=root / "charlm", corpus=[str(text)], preset="tiny",
+                                   train=TrainConfig(max_steps=30, evals=1), device="cpu"))
+        try:
+            from chatrnn.train.chat import ChatOptions, train_chat
+        except ImportError:
+            pass
+        else:
+            tsv = tui_tmp / "pairs.tsv"
+            tsv.write_text("question\tanswer\n" + "".join(f"{q}\t{a}\n" for _ in range(8) for q, a in DIALOG), "utf-8")
+            train_chat(ChatOptions(out=root / "chat", corpus=[str(tsv)], preset="tiny", context_turns=1,
+                                   train=TrainConfig(max_steps=40, evals=1), device="cpu"))
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return root
+
+
+@pytest.fixture
+def in_checkpoints(checkpoints, monkeypatch) -> Path:
+    monkeypatch.setenv("CHATRNN_CHECKPOINTS", str(checkpoints))
+    return checkpoints
+
+
+@pytest.fixture(scope="session")
+def has_chat_model(checkpoints) -> bool:
+    return (checkpoints / "chat" / "config.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# scripted models
+
+
+@dataclass
+class Tok:
+    text: str
+    piece: str = ""
+    attention: list = field(default_factory=list)
+
+
+@dataclass
+class GenTok:
+    text: str
+    candidates: list = field(default_factory=list)
+
+
+class ScriptedResponder:
+    """The Responder interface, replying with ``words`` one per ``delay`` seconds."""
+
+    def __init__(self, words=("alpha", "beta", "gamma", "delta"), delay=0.0, folder=None):
+        self.words = list(words)
+        self.delay = delay
+        self.config = {"kind": "chat"}
+        self.folder = folder or Path("scripted-chat")
+        self.context_turns = 1
+        self.calls: list[tuple[str, list]] = []
+        self.stopped = threading.Event()
+        self.yielded = 0
+
+    def prompt_pieces(self, message, history=None, settings=None):
+        return ["▁" + w for w in (message.split() or [""])][:50]
+
+    def stream(self, message, history=None, settings=None, cancel=None):
+        self.calls.append((message, list(history or [])))
+        n = len(self.prompt_pieces(message, history, settings))
+        for i, w in enumerate(self.words):
+            if cancel is not None and cancel.is_set():
+                self.stopped.set()
+                return
+            if self.delay:
+                time.sleep(self.delay)
+            self.yielded += 1
+            att = [0.0] * n
+            att[i % n] = 1.0
+            yield Tok(("" if i == 0 else " ") + w, "▁" + w, att)
+
+
+class ScriptedGenerator:
+    """The Generator interface: cycles through ``text``, ``delay`` seconds per character."""
+
+    def __init__(self, text="the quick brown fox ", delay=0.0):
+        self.text = text
+        self.delay = delay
+        self.config = {"kind": "charlm"}
+        self.folder = Path("scripted-lm")
+        self.calls = []
+
+    def prepare_seed(self, seed):
+        return [ord(c) for c in seed if c.isascii()], [c for c in seed if not c.isascii()]
+
+    def stream(self, seed="", length=500, temperature=1.0, top_k=0, top_p=1.0, rng_seed=None, candidates=0, cancel=None):
+        self.calls.append(dict(seed=seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p))
+        for i in range(length):
+            if cancel is not None and cancel.is_set():
+                return
+            if self.delay:
+                time.sleep(self.delay)
+            c = self.text[i % len(self.text)]
+            yield GenTok(c, [(c, 0.6), ("x", 0.3), ("y", 0.1)][:candidates])
+
+
+class FakeLoader:
+    """A ModelLoader handing out given objects (or raising given errors)."""
+
+    def __init__(self, chat=None, lm=None, chat_error=None, lm_error=None):
+        self.chat, self.lm, self.chat_error, self.lm_error = chat, lm, chat_error, lm_error
+        self.device = "cpu"
+
+    def load_chat(self, name=None):
+        if self.chat_error:
+            raise self.chat_error
+        if isinstance(self.chat, Exception):
+            raise self.chat
+        return self.chat
+
+    def load_lm(self, name=None):
+        if self.lm_error:
+            raise self.lm_error
+        return self.lm
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """``make_app(**kw)`` -> a ChatrnnApp with an in-memory store unless ``db_path`` is given."""
+    from chatrnn.tui.app import ChatrnnApp
+    from chatrnn.tui.store import Store
+
+    def make(**kw):
+        if "db_path" not in kw and "store" not in kw:
+            kw["store"] = Store(":memory:")
+        return ChatrnnApp(**kw)
+
+    return make
+
+
+async def wait_for(pilot, cond, timeout=10.0, step=0.02):
+    """Let the app run until ``cond()`` holds (or fail after ``timeout`` seconds)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await pilot.pause(step)
+
+
+@pytest.fixture
+def fakes():
+    """The scripted models and helpers (test modules cannot import conftest under importlib mode)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(Responder=ScriptedResponder, Generator=ScriptedGenerator, Loader=FakeLoader,
+                           wait_for=wait_for, Tok=Tok)
