@@ -2,37 +2,56 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from chatrnn.checkpoint import checkpoints_root
 from chatrnn.train.progress import Reporter
 
 CHARLM_SHARE = 0.35  # the chat model needs more of the budget to learn to answer
+SETUP_RESERVE = 0.05  # of the budget, for reading the corpus, training the tokenizer, final saves
+
+
+def dialog_text_sources(corpus: list[str], lang: str):
+    """The dialog corpus flattened to text (one turn a line, a blank line between conversations),
+    so the char LM learns from exactly the dialogs the chatbot trains on."""
+    from chatrnn.corpus.dialogs import bundled_conversations, conversations_to_text, read_conversations
+    from chatrnn.corpus.text import TextSource
+
+    if not corpus:
+        return [TextSource(f"chatterbot-corpus:{lang}", text=conversations_to_text(bundled_conversations(lang)))]
+    convs = [c for p in corpus for c in read_conversations(Path(p))]
+    return [TextSource("dialogs:" + ", ".join(corpus), text=conversations_to_text(convs))]
 
 
 def train_both(corpus: list[str], lang: str = "english", max_time: float = 300.0, device: str | None = None,
                seed: int = 1337, reporter: Reporter | None = None):
     """Char LM on the corpus's text, then the chatbot on its dialogs; returns both results.
 
-    A corpus given here must be readable both ways: a dialog file (CSV, JSONL, YAML, Cornell,
-    transcript) whose turns the char LM reads as flattened text.
+    A corpus given here must be a dialog file or folder (CSV, TSV, JSONL, YAML, Cornell,
+    transcript): the chatbot reads its pairs, the char LM its turns as flattened text. The chat
+    model gets whatever the char LM left of the budget, minus a small reserve for its setup, so the
+    whole command ends within ``max_time``.
     """
-    from chatrnn.train.charlm import CharLMOptions
+    from chatrnn.train.charlm import CharLMOptions, train_charlm
     from chatrnn.train.chat import ChatOptions, train_chat
-    from chatrnn.train.charlm import train_charlm
     from chatrnn.train.launch import summarize
     from chatrnn.train.trainer import TrainConfig
 
+    t0 = time.monotonic()
     reporter = reporter or Reporter()
     root = checkpoints_root()
-    char_opts = CharLMOptions(out=root / "charlm", corpus=[], lang=lang,
-                              train=TrainConfig(max_time=max_time * CHARLM_SHARE, seed=seed), device=device)
-    if corpus:
-        char_opts.corpus_text = corpus  # type: ignore[attr-defined]
-    reporter.message(f"[1/2] char LM ({max_time * CHARLM_SHARE:.0f}s)")
+    usable = max_time * (1 - SETUP_RESERVE)
+    char_opts = CharLMOptions(out=root / "charlm", corpus=list(corpus), lang=lang,
+                              train=TrainConfig(max_time=usable * CHARLM_SHARE, seed=seed), device=device,
+                              sources=dialog_text_sources(list(corpus), lang))
+    reporter.message(f"[1/2] char LM ({usable * CHARLM_SHARE:.0f}s)")
     r1 = train_charlm(char_opts, reporter=reporter)
     summarize("charlm", r1, reporter)
-    reporter.message(f"[2/2] chat model ({max_time * (1 - CHARLM_SHARE):.0f}s)")
+    left = max(10.0, usable - (time.monotonic() - t0))
+    reporter.message(f"[2/2] chat model ({left:.0f}s)")
     chat_opts = ChatOptions(out=root / "chat", corpus=list(corpus), lang=lang,
-                            train=TrainConfig(max_time=max_time * (1 - CHARLM_SHARE), seed=seed), device=device)
+                            train=TrainConfig(max_time=left, seed=seed), device=device)
     r2 = train_chat(chat_opts, reporter=reporter)
     summarize("chat", r2, reporter)
     reporter.message('try: chatrnn generate --seed "Hello"   |   chatrnn reply "Hello"   |   chatrnn chat')

@@ -40,6 +40,7 @@ class CharLMOptions:
     lr_given: bool = False  # an explicit --lr beats the preset's
     device: str | None = None
     resume: bool = False
+    sources: list[TextSource] | None = None  # text already prepared (``chatrnn train``: a dialog corpus flattened)
 
 
 def corpus_sources(paths: list[str], lang: str) -> list[TextSource]:
@@ -53,7 +54,7 @@ def corpus_sources(paths: list[str], lang: str) -> list[TextSource]:
 
 def load_data(opts: CharLMOptions, vocab_chars: list[str] | None = None) -> CharLMData:
     """Encode the corpus (cached) and split off validation: the tail, or a separate file."""
-    sources = corpus_sources(opts.corpus, opts.lang)
+    sources = opts.sources or corpus_sources(opts.corpus, opts.lang)
     enc = encode_corpus(sources, opts.encoding)
     if vocab_chars is not None and enc.vocab.chars != list(vocab_chars):
         from chatrnn.charvocab import CharVocab
