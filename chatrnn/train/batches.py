@@ -61,8 +61,11 @@ class StreamRows:
         return RowBatch(w[:, :-1], w[:, 1:], reset)
 
     def state_dict(self) -> dict:
-        return {"pos": self.pos, "passes": self.passes}
+        return {"pos": self.pos, "passes": self.passes, "steps_per_pass": self.steps_per_pass}
 
     def load_state_dict(self, d: dict) -> None:
-        self.pos = int(d["pos"]) % self.steps_per_pass
+        pos, saved = int(d["pos"]), int(d.get("steps_per_pass", self.steps_per_pass))
+        if saved != self.steps_per_pass:  # another batch shape: keep the same fraction of the pass
+            pos = round(pos * self.steps_per_pass / max(1, saved))
+        self.pos = pos % self.steps_per_pass
         self.passes = int(d["passes"])

@@ -25,16 +25,17 @@ def metrics_from_loss(loss: float, count: int) -> dict:
 
 @torch.no_grad()
 def evaluate_stream(model: CharLM, data: np.ndarray, device: torch.device, rows: int = 32,
-                    seq_len: int = 256, autocast: torch.dtype | None = None) -> dict:
+                    seq_len: int = 256, autocast: torch.dtype | None = None, rank: int = 0, world: int = 1) -> dict:
     """Mean next-character loss over a whole stream, scored in ``rows`` stateful rows.
 
     Nearly every character is scored (the tails of the rows are cut); the first characters of each
-    row start from a zero state, which costs little when rows are long.
+    row start from a zero state, which costs little when rows are long. Under DDP each rank scores
+    its own ``rows // world`` of the rows (the ranks' sums are then reduced).
     """
     was_training = model.training
     model.eval()
     rows = max(1, min(rows, (len(data) - 1) // 2))
-    it = StreamRows(data, rows, seq_len)
+    it = StreamRows(data, max(1, rows // world), seq_len, rank, world)
     total, count, state = 0.0, 0, None
     try:
         for _ in range(it.steps_per_pass):
@@ -70,7 +71,7 @@ class CharLMTask:
         self.data = data
         self.device = device
         self.rows = StreamRows(data.train, batch_size, seq_len, rank, world)
-        self.world = world
+        self.rank, self.world = rank, world
         self.state = None
         self.eval_rows = eval_rows
         self.pin = device.type == "cuda"
@@ -90,7 +91,8 @@ class CharLMTask:
         return loss, batch.y.numel()
 
     def evaluate(self, model: CharLM, autocast: torch.dtype | None = None) -> dict:
-        return evaluate_stream(model, self.data.val, self.device, rows=self.eval_rows, autocast=autocast)
+        return evaluate_stream(model, self.data.val, self.device, rows=self.eval_rows, autocast=autocast,
+                               rank=self.rank, world=self.world)
 
     @property
     def epoch(self) -> float:
@@ -107,17 +109,25 @@ class CharLMTask:
             d["hidden"] = [s.detach().cpu() for s in st]
         return d
 
+    def merge_rank_states(self, states: list[dict]) -> dict:
+        """DDP: one checkpoint state, the ranks' hidden states joined in global row order (rank r owns
+        rows r*B..(r+1)*B-1), so any number of ranks can resume it with the same global batch."""
+        d = dict(states[0])
+        if all("hidden" in s for s in states):
+            d["hidden"] = [torch.cat(parts, dim=1) for parts in zip(*(s["hidden"] for s in states))]
+        else:
+            d.pop("hidden", None)
+        return d
+
     def load_state_dict(self, d: dict) -> None:
         self.rows.load_state_dict(d["rows"])
         hidden = d.get("hidden")
-        if hidden is None:
+        b = self.rows.batch_size
+        if hidden is None or hidden[0].shape[1] != b * self.world:  # another global batch: restart state
             self.state = None
         else:
-            hs = [h.to(self.device) for h in hidden]
-            if hs[0].shape[1] != self.rows.batch_size:  # resumed with another batch split: restart state
-                self.state = None
-            else:
-                self.state = tuple(hs) if len(hs) == 2 else hs[0]
+            hs = [h[:, self.rank * b:(self.rank + 1) * b].contiguous().to(self.device) for h in hidden]
+            self.state = tuple(hs) if len(hs) == 2 else hs[0]
 
     def checkpoint_config(self) -> dict:
         return {

@@ -1,14 +1,40 @@
-"""torch.distributed glue: read torchrun's environment, agree on stopping, reduce metrics.
+"""torch.distributed glue: read torchrun's environment, agree on stopping, gather and reduce state.
 
-Single-process runs get ``None`` from :func:`from_env` and never touch torch.distributed.
+``torchrun --nproc_per_node=N -m chatrnn train ...`` starts N copies of the command; each reads
+``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` here, joins one process group (NCCL on CUDA, gloo on CPU) and
+trains a DDP-wrapped replica on its own shard of the data. Single-process runs get ``None`` from
+:func:`from_env` and never touch torch.distributed.
+
+What the ranks must do identically, and how this module keeps them in step:
+
+* the learning rate and every evaluate/save/stop decision depend on progress, and progress on the
+  wall clock, which differs a little per rank. :meth:`DistContext.agree` all-reduces (MAX) the
+  elapsed time and a stop flag every few steps (about ten times a second) and extrapolates the
+  elapsed time in between from agreed numbers only, so all ranks compute the same value without a
+  collective on every step. A stop request on any rank (Ctrl-C, a signal to one worker, a test's
+  ``stop_check``) is seen by all at the next agreement; a time budget is forced to an agreement as
+  soon as the extrapolated clock reaches it.
+* control traffic goes over gloo on the CPU even when the gradients use NCCL, so it never forces a
+  GPU synchronisation.
+* checkpoints are written by rank 0 alone, but every rank contributes its own TBPTT hidden state
+  and RNG state (:meth:`DistContext.gather_state`), so a resume continues each row exactly, with
+  the same or another number of ranks.
+* a rank that dies closes its sockets and torchrun's agent stops the others; the process group has
+  a finite timeout (``CHATRNN_DIST_TIMEOUT`` seconds, default 600) as a last resort against a hang.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
+
+AGREE_EVERY_S = 0.1  # how often the ranks compare clocks and stop flags
+AGREE_MAX_STEPS = 64  # ... but at least every this many steps
+DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass
@@ -17,46 +43,133 @@ class DistContext:
     world: int
     local_rank: int
     device: torch.device
+    local_world: int = 1
+    initialized: bool = True  # False for a dry run: the environment read, no process group joined
+    ctrl: object | None = None  # process group for control traffic (gloo, on the CPU)
+    # agreement bookkeeping: identical on every rank because it is only fed agreed numbers
+    _next_sync: int = 0
+    _last: tuple[int, float] | None = None  # (step, elapsed) at the last agreement
+    _sec_per_step: float | None = None
+    _stop_pending: bool = False
+    syncs: int = field(default=0)
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
+    # ----- the model ---------------------------------------------------------------------------
     def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """DDP around ``model`` (already on ``self.device``); parameters are broadcast from rank 0."""
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         if self.device.type == "cuda":
-            return DDP(model, device_ids=[self.device.index])
-        return DDP(model)
+            ddp = DDP(model, device_ids=[self.device.index], output_device=self.device.index)
+        else:
+            ddp = DDP(model)
+        # cuDNN wants each RNN's weights in one contiguous buffer. ``.to(device)`` flattens them and
+        # DDP's broadcast copies in place, so this is normally a no-op (and always one on the CPU);
+        # it guards against anything that replaced the storage in between.
+        for m in model.modules():
+            if isinstance(m, torch.nn.RNNBase):
+                m.flatten_parameters()
+        return ddp
 
-    def agree(self, stop: bool, progress: float) -> tuple[bool, float]:
-        """All ranks stop together: any rank's stop request or the furthest progress wins."""
-        t = torch.tensor([1.0 if stop else 0.0, progress], device=self.device if self.device.type == "cuda" else "cpu")
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        return bool(t[0] > 0), float(t[1])
+    # ----- agreeing ----------------------------------------------------------------------------
+    def _all_reduce_max(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self.ctrl)
+        return t.tolist()
 
+    def agree(self, step: int, stop: bool, elapsed: float, deadline: float | None = None) -> tuple[bool, float]:
+        """``(stop, elapsed)``, the same on every rank; call it once per step on every rank.
+
+        Any rank's stop request wins, and the furthest clock wins. Between agreements the elapsed time
+        is extrapolated from the agreed seconds per step, so the learning rate and the evaluation and
+        stopping decisions that depend on it stay identical across ranks.
+        """
+        self._stop_pending = self._stop_pending or bool(stop)
+        estimate = None
+        if self._last is not None and self._sec_per_step is not None:
+            estimate = self._last[1] + (step - self._last[0]) * self._sec_per_step
+        due = step >= self._next_sync or estimate is None or (deadline is not None and estimate >= deadline)
+        if not due:
+            return False, estimate
+        flag, agreed = self._all_reduce_max([1.0 if self._stop_pending else 0.0, float(elapsed)])
+        self.syncs += 1
+        if self._last is not None and step > self._last[0]:
+            self._sec_per_step = max(0.0, (agreed - self._last[1]) / (step - self._last[0]))
+        self._last = (step, agreed)
+        every = AGREE_MAX_STEPS
+        if self._sec_per_step:
+            every = max(1, min(AGREE_MAX_STEPS, int(AGREE_EVERY_S / self._sec_per_step)))
+        self._next_sync = step + every
+        return flag > 0, agreed
+
+    # ----- checkpoints -------------------------------------------------------------------------
+    def gather_state(self, task, task_state: dict, rng: dict) -> tuple[dict, dict]:
+        """Every rank calls this before a save; rank 0 gets the checkpoint's task and RNG state.
+
+        The task merges its ranks' states if it knows how (``merge_rank_states``: the char LM joins
+        its TBPTT hidden states in global row order), else rank 0's is kept. The RNG state keeps rank
+        0's at the top level (what a single process restores) and every rank's under ``"ranks"``.
+        """
+        gathered: list = [None] * self.world
+        torch.distributed.all_gather_object(gathered, (task_state, rng), group=self.ctrl)
+        if not self.is_main:
+            return task_state, rng
+        states = [g[0] for g in gathered]
+        merge = getattr(task, "merge_rank_states", None)
+        merged = merge(states) if merge is not None else states[0]
+        rngs = dict(gathered[0][1])
+        rngs["ranks"] = [g[1] for g in gathered]
+        return merged, rngs
+
+    def restore_rng(self, rng: dict, seed: int, step: int) -> None:
+        """After a resume: this rank's own RNG stream, or (another number of ranks) a fresh per-rank seed."""
+        from chatrnn.train.trainer import set_rng_state
+
+        ranks = rng.get("ranks")
+        if ranks is not None and len(ranks) == self.world:
+            set_rng_state(ranks[self.rank])
+        else:
+            torch.manual_seed(seed + 1_000_003 * (step + 1) + self.rank)
+
+    # ----- metrics -----------------------------------------------------------------------------
     def reduce_metrics(self, m: dict) -> dict:
-        """Validation loss averaged over ranks, weighted by how many tokens each scored."""
-        import math
-
-        dev = self.device if self.device.type == "cuda" else "cpu"
-        count = float(m.get("chars", m.get("tokens", 1)))
-        t = torch.tensor([m["loss"] * count, count], dtype=torch.float64, device=dev)
-        torch.distributed.all_reduce(t)
+        """Validation loss over all ranks' shards, weighted by how many tokens each scored."""
+        count_key = "chars" if "chars" in m else "tokens" if "tokens" in m else None
+        count = float(m[count_key]) if count_key else 1.0
+        t = torch.tensor([m["loss"] * count, count], dtype=torch.float64)
+        torch.distributed.all_reduce(t, group=self.ctrl)
         out = dict(m)
         out["loss"] = float(t[0] / t[1])
         out["perplexity"] = math.exp(min(out["loss"], 50.0))
-        if "bpc" in m and "chars" in m:
+        if count_key:
+            out[count_key] = int(t[1])
+        if "bpc" in m:
             out["bpc"] = out["loss"] / math.log(2)
         return out
 
+    def barrier(self) -> None:
+        torch.distributed.barrier(group=self.ctrl)
+
     def close(self) -> None:
-        if torch.distributed.is_initialized():
+        if self.initialized and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
 
-def from_env(device_name: str | None = None) -> DistContext | None:
-    """A process group when launched by torchrun (WORLD_SIZE > 1), else None."""
+def _timeout() -> timedelta:
+    try:
+        return timedelta(seconds=float(os.environ.get("CHATRNN_DIST_TIMEOUT", DEFAULT_TIMEOUT_S)))
+    except ValueError:
+        return timedelta(seconds=DEFAULT_TIMEOUT_S)
+
+
+def from_env(device_name: str | None = None, init: bool = True) -> DistContext | None:
+    """A process group when launched by torchrun (``WORLD_SIZE`` > 1), else None.
+
+    ``init=False`` reads the environment without joining (``--dry-run``).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return None
@@ -64,11 +177,22 @@ def from_env(device_name: str | None = None) -> DistContext | None:
 
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     dev = pick_device(device_name)
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
+        if not (local_world == 1 and dev.index is not None):  # one process per node may name its GPU
+            dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
         torch.cuda.set_device(dev)
-    backend = "nccl" if dev.type == "cuda" else "gloo"
+    elif "OMP_NUM_THREADS" not in os.environ:
+        # torchrun sets OMP_NUM_THREADS=1; other launchers may not: share the cores between local ranks
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    ctx = DistContext(rank, world, local_rank, dev, local_world=local_world, initialized=init)
+    if not init:
+        return ctx
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend=backend)
-    return DistContext(rank, world, local_rank, dev)
+        kw = {"device_id": dev} if dev.type == "cuda" else {}
+        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
+                                             timeout=_timeout(), **kw)
+    if torch.distributed.get_backend() != "gloo":
+        ctx.ctrl = torch.distributed.new_group(backend="gloo", timeout=_timeout())
+    return ctx

@@ -22,7 +22,7 @@ def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | No
     from chatrnn.train import distributed
 
     reporter = reporter or Reporter()
-    dist = distributed.from_env(opts.device)
+    dist = distributed.from_env(opts.device, init=not dry_run)  # a dry run joins no process group
     try:
         if dist is not None and not dist.is_main:
             reporter = Reporter(quiet=True)

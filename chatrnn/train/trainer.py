@@ -179,6 +179,9 @@ class Trainer:
         return cfg
 
     def save(self, elapsed: float, best: bool, finished: bool, metrics_line: dict | None) -> None:
+        task_state, rng = self.task.state_dict(), rng_state()
+        if self.dist is not None:  # every rank takes part: its TBPTT state and RNG go to rank 0
+            task_state, rng = self.dist.gather_state(self.task, task_state, rng)
         if not self.is_main:
             return
         weights = self.model.state_dict()
@@ -190,7 +193,7 @@ class Trainer:
                 st.save_tensors(ckpt.BEST_WEIGHTS, weights, meta)
             st.save_torch(ckpt.TRAIN_STATE, {
                 "step": self.step, "elapsed": elapsed, "best": self.best, "next_eval_at": self.next_eval_at,
-                "optimizer": self.opt.state_dict(), "task": self.task.state_dict(), "rng": rng_state(),
+                "optimizer": self.opt.state_dict(), "task": task_state, "rng": rng,
                 "train_config": self.cfg.to_dict(), "last_metrics": self.last_metrics,
             })
             self.task.write_extras(st)
@@ -213,6 +216,8 @@ class Trainer:
         self.last_metrics = state.get("last_metrics")
         self.task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
+        if self.dist is not None:
+            self.dist.restore_rng(state["rng"], self.cfg.seed, self.step)
 
     # ----- the loop ------------------------------------------------------------------------
     def _on_sigint(self, signum, frame) -> None:
@@ -227,7 +232,7 @@ class Trainer:
         return m
 
     def run(self) -> TrainResult:
-        torch.manual_seed(self.cfg.seed)
+        torch.manual_seed(self.cfg.seed + (self.dist.rank if self.dist is not None else 0))  # own dropout per rank
         random.seed(self.cfg.seed)
         if self.resume:
             self.load_resume()
@@ -251,13 +256,14 @@ class Trainer:
         tokens_window, t_window = 0, time.monotonic()
         rate, loss_ema = 0.0, None
         interrupted = False
+        agreed = None  # DDP: (stop, elapsed) that every rank agreed on after the last step
         self.train_model.train()
         while True:
             elapsed = time.monotonic() - t0
-            progress = self.progress(elapsed)
             stop_now = self._interrupt or (self.stop_check is not None and self.stop_check(self.step))
             if self.dist is not None:
-                stop_now, progress = self.dist.agree(stop_now, progress)
+                stop_now, elapsed = agreed or self.dist.agree(self.step, stop_now, elapsed, cfg.max_time)
+            progress = self.progress(elapsed)
             if stop_now:
                 interrupted = True
                 break
@@ -285,6 +291,10 @@ class Trainer:
                 rate = tokens_window / (now - t_window) * (self.dist.world if self.dist else 1)
                 tokens_window, t_window = 0, now
             elapsed = now - t0
+            if self.dist is not None:  # the same lr, evaluation and stop decisions on every rank
+                agreed = self.dist.agree(self.step, self._interrupt or (self.stop_check is not None and self.stop_check(self.step)),
+                                         elapsed, cfg.max_time)
+                elapsed = agreed[1]
             progress = self.progress(elapsed)
             eta = None
             if progress > 0:
