@@ -102,6 +102,8 @@ def build_charlm(opts: CharLMOptions, device: torch.device, dist=None) -> tuple[
         model_d, batch_size, seq_len, train = resolve_settings(opts, device)
         data = load_data(opts)
         cfg = CharLMConfig(vocab_size=len(data.vocab), **model_d)
+    if dist is not None and dist.initialized:  # every rank read the corpus itself: it must be the same text
+        dist.check_same("the corpus", f"{data.vocab.chars!r} {len(data.train)} {len(data.val)}".encode("utf-8", "surrogatepass"))
     torch.manual_seed(train.seed)
     model = CharLM(cfg).to(device)
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)

@@ -223,6 +223,8 @@ def build_chat(opts: ChatOptions, device: torch.device, dist=None) -> tuple[Chat
         tokenizer_type = opts.tokenizer
     if not 0 <= tf <= 1:
         raise ChatrnnError("--teacher-forcing must be between 0 and 1")
+    if dist is not None and dist.initialized:  # every rank built its own: they must be the same one
+        dist.check_same("the tokenizer", tok.to_bytes())
     torch.manual_seed(train.seed)
     model = Seq2Seq(cfg).to(device)
     if world > 1:

@@ -183,7 +183,7 @@ class ChatTask:
         self.model = model
         self.data = data
         self.device = device
-        self.world = world
+        self.rank, self.world = rank, world
         self.label_smoothing = label_smoothing
         self.teacher_forcing = teacher_forcing
         self.tf_decay = tf_decay
@@ -228,7 +228,8 @@ class ChatTask:
         return loss, int((batch.tgt_out != pad).sum())
 
     def evaluate(self, model: Seq2Seq, autocast: torch.dtype | None = None) -> dict:
-        return score_examples(model, self.data.val, self.device, self.eval_batch_size, autocast)
+        val = self.data.val[self.rank::self.world]  # DDP: each rank scores its share; the trainer sums them
+        return score_examples(model, val, self.device, self.eval_batch_size, autocast)
 
     @property
     def epoch(self) -> float:

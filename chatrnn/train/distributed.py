@@ -136,19 +136,42 @@ class DistContext:
 
     # ----- metrics -----------------------------------------------------------------------------
     def reduce_metrics(self, m: dict) -> dict:
-        """Validation loss over all ranks' shards, weighted by how many tokens each scored."""
+        """Validation figures over all ranks' shards: the loss weighted by the tokens each rank scored,
+        bits per character by the characters (``reply_chars`` for the chat model, ``chars`` for the
+        char LM, whose tokens are characters)."""
         count_key = "chars" if "chars" in m else "tokens" if "tokens" in m else None
+        char_key = "reply_chars" if "reply_chars" in m else count_key
         count = float(m[count_key]) if count_key else 1.0
-        t = torch.tensor([m["loss"] * count, count], dtype=torch.float64)
+        chars = float(m[char_key]) if char_key else 1.0
+        t = torch.tensor([m["loss"] * count, count, m.get("bpc", 0.0) * chars, chars], dtype=torch.float64)
         torch.distributed.all_reduce(t, group=self.ctrl)
         out = dict(m)
-        out["loss"] = float(t[0] / t[1])
+        out["loss"] = float(t[0] / t[1]) if t[1] > 0 else float(m["loss"])
         out["perplexity"] = math.exp(min(out["loss"], 50.0))
         if count_key:
             out[count_key] = int(t[1])
-        if "bpc" in m:
-            out["bpc"] = out["loss"] / math.log(2)
+        if char_key and char_key != count_key:
+            out[char_key] = int(t[3])
+        if "bpc" in m and t[3] > 0:
+            out["bpc"] = float(t[2] / t[3])
         return out
+
+    def check_same(self, what: str, data: bytes) -> None:
+        """Raise on every rank if ``data`` (a vocabulary, a tokenizer) differs between ranks, which
+        would make their replicas disagree; e.g. nodes that read different corpus files."""
+        import hashlib
+
+        from chatrnn.errors import ChatrnnError
+
+        digests: list = [None] * self.world
+        torch.distributed.all_gather_object(digests, hashlib.sha256(data).hexdigest(), group=self.ctrl)
+        if len(set(digests)) > 1:
+            odd = [r for r, d in enumerate(digests) if d != digests[0]]
+            raise ChatrnnError(f"{what} differs between rank 0 and rank(s) {odd}: give every node the same corpus")
+
+    def max_float(self, x: float) -> float:
+        """The largest ``x`` over the ranks (e.g. a clock reading every rank must use alike)."""
+        return self._all_reduce_max([float(x)])[0]
 
     def barrier(self) -> None:
         torch.distributed.barrier(group=self.ctrl)

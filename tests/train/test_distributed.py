@@ -42,7 +42,15 @@ opts = CharLMOptions(out=Path(a["out"]), corpus=[a["corpus"]], preset="tiny", ba
                      model=dict(cell="lstm", layers=a.get("layers", 1), hidden=a.get("hidden", 32), embed=16,
                                 dropout=a.get("dropout", 0.0)),
                      train=train, lr_given=True, device="cpu", resume=a.get("resume", False))
-task, train = build_charlm(opts, torch.device("cpu"), dist)
+if a.get("kind") == "chat":
+    from chatrnn.train.chat import ChatOptions, build_chat
+
+    opts = ChatOptions(out=Path(a["out"]), corpus=[a["corpus"]], preset="tiny", vocab_size=a.get("vocab", 300),
+                       batch_size=a["batch"], train=train, lr_given=True, device="cpu", resume=a.get("resume", False),
+                       model=dict(hidden=a.get("hidden", 32), embed=16, dropout=a.get("dropout", 0.0)))
+    task, train = build_chat(opts, torch.device("cpu"), dist)
+else:
+    task, train = build_charlm(opts, torch.device("cpu"), dist)
 digests = {}
 
 def stop_check(step):
@@ -78,6 +86,21 @@ def corpus(tmp_path: Path) -> Path:
         lines.append(" ".join(rng.choice(words) for _ in range(rng.randint(3, 10))).capitalize() + ".")
     p = tmp_path / "corpus.txt"
     p.write_text("\n".join(lines) + "\n", "utf-8")
+    return p
+
+
+@pytest.fixture
+def dialogs(tmp_path: Path) -> Path:
+    rng = random.Random(1)
+    things = "cat dog sun moon tea bread rain snow book song".split()
+    colours = "red blue green black white warm cold small big old".split()
+    rows = ["Q,A"]
+    for _ in range(600):
+        t, c = rng.choice(things), rng.choice(colours)
+        rows.append(f"what is the {t} like,the {t} is {c}")
+        rows.append(f"do you like the {c} {t},yes i like the {t}")
+    p = tmp_path / "pairs.csv"
+    p.write_text("\n".join(rows) + "\n", "utf-8")
     return p
 
 
@@ -142,6 +165,25 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, corpus
     state = torch.load(tmp_path / "two" / "train_state.pt", weights_only=True)
     assert state["task"]["hidden"][0].shape == (1, 8, 32)  # both ranks' TBPTT rows, in global order
     assert len(state["rng"]["ranks"]) == 2
+
+
+def test_chat_model_on_two_ranks(tmp_path, dialogs):
+    two = _base(tmp_path, dialogs, "chat2", kind="chat", batch=16, steps=12, eval_every=6)
+    one = _base(tmp_path, dialogs, "chat1", kind="chat", batch=16, steps=12, eval_every=6)
+    run_worker(tmp_path, 2, two)
+    run_worker(tmp_path, 1, one)
+    r0, r1, single = record(two, 0), record(two, 1), record(one, 0)
+    assert r0["steps"] == r1["steps"] == 12 and r0["digests"] == r1["digests"]
+    assert (tmp_path / "chat2" / "tokenizer.model").exists()
+    cfg = json.loads((tmp_path / "chat2" / "config.json").read_text())
+    assert cfg["batch"]["batch_size"] == 16 and cfg["training"]["world_size"] == 2
+    # the buckets are cut differently for 2 x 8 than for 1 x 16, so close rather than equal
+    assert r0["last"]["tokens"] == single["last"]["tokens"]  # every validation pair scored once
+    assert abs(r0["best"] - single["best"]) < 0.1 * single["best"]
+    b = _base(tmp_path, dialogs, "chat2", kind="chat", batch=16, steps=15, eval_every=None, evals=1, resume=True,
+              record=str(tmp_path / "chat2r.rec"))
+    run_worker(tmp_path, 1, b)  # resumes on one process
+    assert record(b, 0)["steps"] == 15
 
 
 def test_resume_with_another_number_of_ranks_continues_exactly(tmp_path, corpus):
