@@ -9,6 +9,7 @@ their tokens reach the UI through messages. See ``chat.py`` and ``generate.py`` 
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,7 +28,7 @@ from chatrnn.errors import ChatrnnError
 from chatrnn.tui.chat import SLASH_HELP, ChatPane, ConversationsChanged
 from chatrnn.tui.generate import GeneratePane, SettingsChanged
 from chatrnn.tui.models import (CHAT, KIND_LABEL, LM, CheckpointInfo, ModelLoader, NoCheckpoint, checkpoints_root,
-                                discover, model_label, train_hint)
+                                discover, missing_message, model_label, train_hint)
 from chatrnn.tui.widgets import Notice
 
 HELP = f"""\
@@ -337,6 +338,10 @@ class ChatrnnApp(App):
         return self.query_one(GeneratePane)
 
     def on_mount(self) -> None:
+        # Model threads and the UI share the GIL; a 1 ms switch interval (default 5 ms) lets a key
+        # press or a token through sooner when the other side is busy in Python code.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, 0.001))
         self._open_store()
         self.query_one("#chat-input").focus()
         if self.load_models:
@@ -345,6 +350,9 @@ class ChatrnnApp(App):
         else:
             self.chat.set_no_model()
             self.gen.set_no_model()
+
+    def on_unmount(self) -> None:
+        sys.setswitchinterval(getattr(self, "_switch_interval", 0.005))
 
     def _open_store(self) -> None:
         from chatrnn.tui.store import Store, default_db_path
@@ -394,7 +402,7 @@ class ChatrnnApp(App):
         if event.missing:
             pane.set_no_model(train_hint(event.kind))
             if event.kind == CHAT:
-                self.notify(f"no chat model yet: train one with `chatrnn train chat`", severity="warning", title="model")
+                self.notify(missing_message(CHAT), severity="warning", title="model")
         else:
             pane.set_no_model(f"{event.error}\n\nPick another model with ctrl+o, or train one with "
                               f"`chatrnn train {'chat' if event.kind == CHAT else 'charlm'}`.")

@@ -10,12 +10,13 @@ Lines starting with ``/`` are commands (``/help`` lists them); ``//text`` sends 
 
 from __future__ import annotations
 
+import contextvars
 import shlex
 import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
@@ -24,7 +25,7 @@ from textual.widgets import Input, Static
 
 from chatrnn.decoding import ReplySettings, set_value, to_dict
 from chatrnn.errors import ChatrnnError
-from chatrnn.tui.models import Pipe, model_history, model_label, train_hint
+from chatrnn.tui.models import Pipe, missing_message, model_history, model_label, train_hint
 from chatrnn.tui.widgets import MessageView, Notice
 
 #: Attention weights are stored rounded: enough for a heatmap, a fraction of the size.
@@ -92,7 +93,7 @@ class ChatPane(Vertical):
         self.settings = replace(self.default_settings)
         self.model = None
         self.model_name = ""
-        self.loading = False
+        self.model_loading = False
         self.conversation_id: int | None = None
         self.turns: list[tuple[str, str]] = []  # (role, text) of this conversation, for context
         self.job: ReplyJob | None = None
@@ -108,25 +109,29 @@ class ChatPane(Vertical):
     def on_mount(self) -> None:
         self._status("")
 
+    def on_unmount(self) -> None:
+        if self.job is not None:
+            self.job.cancel.set()  # the app is closing: let the model thread finish
+
     @property
     def store(self):
         return getattr(self.app, "store", None)
 
     # ---- model ---------------------------------------------------------------------------
     def set_loading(self, name: str) -> None:
-        self.loading = True
+        self.model_loading = True
         self._empty(f"Loading {name or 'the chat model'}…")
         self._status("loading…")
 
     def set_model(self, model, name: str = "") -> None:
-        self.loading = False
+        self.model_loading = False
         self.model = model
         self.model_name = name or model_label(model)
         self._empty("" if self.turns else "Say something to the model. /help lists the commands, F1 the keys.")
         self._status("ready")
 
     def set_no_model(self, message: str | None = None) -> None:
-        self.loading = False
+        self.model_loading = False
         if self.model is None:
             self._empty(message or train_hint("chat"))
             self._status("no chat model loaded")
@@ -149,7 +154,7 @@ class ChatPane(Vertical):
         self.clear()
         self.settings = replace(self.default_settings)
         self._empty("New conversation. Say something." if self.model else
-                    (train_hint("chat") if not self.loading else "Loading the chat model…"))
+                    (train_hint("chat") if not self.model_loading else "Loading the chat model…"))
         self._status("")
 
     def load_conversation(self, conversation, messages) -> None:
@@ -196,25 +201,27 @@ class ChatPane(Vertical):
 
     def send(self, text: str) -> bool:
         if self.model is None:
-            self.app.notify("the chat model is still loading…" if self.loading else
-                            train_hint("chat").split("\n")[0] + " (`chatrnn train chat`)",
+            self.app.notify("the chat model is still loading…" if self.model_loading else missing_message("chat"),
                             severity="warning", title="chat")
             return False
         if self.job is not None and not self.job.done:
             self.app.notify("a reply is still streaming; Esc stops it", severity="warning", title="chat")
             return False
-        self._empty("")
         history = model_history(self.turns)
-        user = MessageView("user", text)
         bot = MessageView("bot", pending=True)
-        self.query_one("#messages", VerticalScroll).mount_all([user, bot])
-        self.turns.append(("user", text))
         job = ReplyJob(message=text, history=history, settings=replace(self.settings), model=self.model,
                        view=bot, conversation_id=self._ensure_conversation())
         job.pipe = Pipe(lambda: self.post_message(self.Drain(job)))
         self.job = job
+        # The model starts before the UI does its own work (mounting, layout), on a plain thread
+        # started right here: a Textual worker would only start once the event loop comes round.
+        # (in a copy of this context, as Textual's workers do, so the thread may post messages)
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(self._reply, job), name="chatrnn-reply", daemon=True).start()
+        self._empty("")
+        self.query_one("#messages", VerticalScroll).mount_all([MessageView("user", text), bot])
+        self.turns.append(("user", text))
         self._status("replying…  (Esc stops)")
-        self._reply(job)
         self._scroll_end()
         return True
 
@@ -233,9 +240,8 @@ class ChatPane(Vertical):
         folder = getattr(self.model, "folder", None)
         return str(folder) if folder is not None else None
 
-    @work(thread=True, group="reply", exit_on_error=False)
     def _reply(self, job: ReplyJob) -> None:
-        """The worker: stream the reply, then save the turn (the store is thread-safe).
+        """The worker thread: stream the reply, then save the turn (the store is thread-safe).
 
         The user's message is written right after the first token is on its way (not before: a
         disk write would delay the first token), or at the end if the model fails first.

@@ -20,11 +20,14 @@ from textual.widgets import Input, Label, Static
 
 from chatrnn.decoding import GenerateSettings, set_value
 from chatrnn.errors import ChatrnnError
-from chatrnn.tui.models import Pipe, model_label, train_hint
+from chatrnn.tui.models import Pipe, missing_message, model_label, train_hint
 from chatrnn.tui.widgets import CandidatesView, Notice, StreamView, TemperatureBar
 
 #: Candidates asked of the model at every step (cheap: a top-k over the vocabulary).
 CANDIDATES = 8
+#: Characters of the seed the model is primed on: a recurrent state forgets long before this, and
+#: priming on a 100 KB paste one character at a time would take seconds.
+SEED_CONTEXT = 2000
 #: Fields of the settings row: (input id, setting name, label, width).
 FIELDS = (("gen-temp", "temperature", "temp", 7), ("gen-length", "length", "length", 8),
           ("gen-top-k", "top_k", "top-k", 6), ("gen-top-p", "top_p", "top-p", 6))
@@ -72,7 +75,7 @@ class GeneratePane(Vertical):
         self.settings = settings or GenerateSettings()
         self.model = None
         self.model_name = ""
-        self.loading = False
+        self.model_loading = False
         self.job: GenJob | None = None
         self.last_seed: str | None = None
         self.show_candidates = False
@@ -94,19 +97,23 @@ class GeneratePane(Vertical):
         self.query_one("#gen-cand-box").display = False
         self._status()
 
+    def on_unmount(self) -> None:
+        if self.job is not None:
+            self.job.cancel.set()  # the app is closing: let the model thread finish
+
     # ---- model ---------------------------------------------------------------------------
     def set_loading(self, name: str) -> None:
-        self.loading = True
+        self.model_loading = True
         self._status(f"loading {name or 'the char model'}…")
 
     def set_model(self, model, name: str = "") -> None:
-        self.loading = False
+        self.model_loading = False
         self.model = model
         self.model_name = name or model_label(model)
         self._status("ready: type a seed and press Enter")
 
     def set_no_model(self, message: str | None = None) -> None:
-        self.loading = False
+        self.model_loading = False
         if self.model is None:
             out = self.query_one(StreamView)
             out.clear_text()
@@ -182,8 +189,7 @@ class GeneratePane(Vertical):
 
     def start(self, seed: str) -> bool:
         if self.model is None:
-            self.app.notify("the char model is still loading…" if self.loading else
-                            train_hint("charlm").split("\n")[0] + " (`chatrnn train charlm`)",
+            self.app.notify("the char model is still loading…" if self.model_loading else missing_message("charlm"),
                             severity="warning", title="generate")
             return False
         if self.running:
@@ -206,12 +212,13 @@ class GeneratePane(Vertical):
     @work(thread=True, group="generate", exit_on_error=False)
     def _run(self, job: GenJob) -> None:
         s = job.settings
+        seed = job.seed[-SEED_CONTEXT:]
         try:
-            _, unknown = job.model.prepare_seed(job.seed)
+            _, unknown = job.model.prepare_seed(seed)
             if unknown:
                 shown = ", ".join(repr(c) for c in sorted(set(unknown))[:10])
                 self.post_message(Notice(f"skipping seed characters this model never saw: {shown}", "warning", "seed"))
-            for tok in job.model.stream(job.seed, length=s.length, temperature=s.temperature, top_k=s.top_k,
+            for tok in job.model.stream(seed, length=s.length, temperature=s.temperature, top_k=s.top_k,
                                         top_p=s.top_p, rng_seed=s.rng_seed, candidates=CANDIDATES, cancel=job.cancel):
                 job.pipe.put(tok)
                 if job.cancel.is_set():

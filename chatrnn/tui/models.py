@@ -53,6 +53,11 @@ def train_hint(kind: str | None = None) -> str:
             "    chatrnn train\n\n(about 5 minutes on a CPU), then run `chatrnn chat` again.")
 
 
+def missing_message(kind: str) -> str:
+    """One line for a missing model of ``kind`` (the CLI's error, the app's notification)."""
+    return f"no {KIND_LABEL[kind]} model under {checkpoints_root()}/; train one with `{TRAIN_COMMAND[kind]}`"
+
+
 # ---------------------------------------------------------------------------------------------
 # discovery
 
@@ -279,7 +284,7 @@ class ModelLoader:
         if name is None or str(name) == "":
             found = pick_default(kind, discover())
             if found is None:
-                raise NoCheckpoint(train_hint(kind).split("\n")[0] + f" Train one with `{TRAIN_COMMAND[kind]}`.")
+                raise NoCheckpoint(missing_message(kind))
             return found.path
         from chatrnn.checkpoint import resolve_checkpoint
 

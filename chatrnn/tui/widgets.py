@@ -100,9 +100,10 @@ def _rgb(c: tuple[int, int, int]) -> str:
     return f"rgb({c[0]},{c[1]},{c[2]})"
 
 
-def heatmap_text(rows: list[str], cols: list[str], weights: list[list[float]], cell: int = 4,
+def heatmap_text(rows: list[str], cols: list[str], weights: list[list[float]], max_cell: int = 8,
                  label: int = 10) -> Text:
-    """The attention heatmap: one line per reply piece, one coloured cell per prompt piece.
+    """The attention heatmap: one line per reply piece, one coloured cell per prompt piece (each
+    column as wide as its piece, 2 to ``max_cell`` cells).
 
     Colours are scaled per row (each row is a distribution over the prompt, so the brightest
     cell is where that reply piece looked most); the row's strongest cell is marked with ``◆`` and
@@ -112,9 +113,9 @@ def heatmap_text(rows: list[str], cols: list[str], weights: list[list[float]], c
     if not cols or not weights:
         out.append("(no attention recorded for this reply)", style="italic dim")
         return out
-    header = " " * (label + 1)
-    for c in cols:
-        header += show_piece(c, cell - 1).ljust(cell)
+    shown = [show_piece(c, max_cell) for c in cols]
+    widths = [max(2, len(c)) for c in shown]
+    header = " " * (label + 1) + "".join(c.ljust(w) + " " for c, w in zip(shown, widths))
     out.append(header.rstrip() + "\n", style="bold")
     for r, row in enumerate(weights):
         name = rows[r] if r < len(rows) else "?"
@@ -128,13 +129,13 @@ def heatmap_text(rows: list[str], cols: list[str], weights: list[list[float]], c
             bg = heat_colour(scaled)
             fg = (0, 0, 0) if scaled > 0.6 else (255, 255, 255)
             mark = "◆" if j == best and top > 0 else " "
-            out.append(mark.center(cell - 1), style=Style.parse(f"{_rgb(fg)} on {_rgb(bg)}"))
+            out.append(mark.center(widths[j]), style=Style.parse(f"{_rgb(fg)} on {_rgb(bg)}"))
             out.append(" ")
         out.append(f" {top:.2f} → {show_piece(cols[best], 12) if best >= 0 else '-'}\n", style="dim")
-    legend = Text("  weight (per row): ", style="dim")
+    legend = Text(" " * (label + 1) + "low ", style="dim")
     for k in range(9):
         legend.append("  ", style=Style.parse(f"on {_rgb(heat_colour(k / 8))}"))
-    legend.append(" low → high   ◆ strongest", style="dim")
+    legend.append(" high (scaled per row)   ◆ where it looked most", style="dim")
     out.append_text(legend)
     return out
 
@@ -185,19 +186,18 @@ class MessageView(Vertical, can_focus=True):
         self.attn_view: AttentionView | None = None
 
     def compose(self):
-        yield Static("You" if self.role == "user" else "Bot", classes="who")
+        # one Static for name and text (and the heatmap only once asked for): every widget
+        # mounted per message costs layout time between a key press and the reply on screen
         yield self.body
-        if self.role == "bot":
-            self.attn_view = AttentionView(classes="attention")
-            self.attn_box = HorizontalScroll(self.attn_view, classes="attention-box")
-            self.attn_box.display = False
-            yield self.attn_box
 
     def _render_body(self) -> Text:
         shown = clean_text(self.text.strip() if self.role == "bot" else self.text)
-        t = Text(shown)
+        t = Text()
+        t.append("You\n" if self.role == "user" else "Bot\n", style="bold " + ("cyan" if self.role == "user" else "green"))
         if self.pending and not self.text:
-            t = Text("…", style="dim italic")
+            t.append("…", style="dim italic")
+        else:
+            t.append(shown)
         if self.cancelled:
             t.append("  (stopped)", style="italic dim")
         if self.note:
@@ -242,8 +242,14 @@ class MessageView(Vertical, can_focus=True):
         self.show_attention(not self.attention_shown)
 
     def show_attention(self, on: bool) -> None:
-        if self.attn_box is None:
+        if self.role != "bot":
             return
+        if self.attn_box is None:
+            if not on:
+                return
+            self.attn_view = AttentionView(classes="attention")
+            self.attn_box = HorizontalScroll(self.attn_view, classes="attention-box")
+            self.mount(self.attn_box)
         self.attn_box.display = on
         if on:
             self._draw_attention()

@@ -118,16 +118,21 @@ class ScriptedResponder:
     def stream(self, message, history=None, settings=None, cancel=None):
         self.calls.append((message, list(history or [])))
         n = len(self.prompt_pieces(message, history, settings))
-        for i, w in enumerate(self.words):
-            if cancel is not None and cancel.is_set():
+        finished = False
+        try:
+            for i, w in enumerate(self.words):
+                if cancel is not None and cancel.is_set():
+                    return
+                if self.delay:
+                    time.sleep(self.delay)
+                self.yielded += 1
+                att = [0.0] * n
+                att[i % n] = 1.0
+                yield Tok(("" if i == 0 else " ") + w, "▁" + w, att)
+            finished = True
+        finally:  # cancelled, or closed by a consumer that stopped asking
+            if not finished:
                 self.stopped.set()
-                return
-            if self.delay:
-                time.sleep(self.delay)
-            self.yielded += 1
-            att = [0.0] * n
-            att[i % n] = 1.0
-            yield Tok(("" if i == 0 else " ") + w, "▁" + w, att)
 
 
 class ScriptedGenerator:
@@ -197,10 +202,20 @@ async def wait_for(pilot, cond, timeout=10.0, step=0.02):
         await pilot.pause(step)
 
 
+def send_key(app, key: str, char: str | None = None) -> None:
+    """Post one key press the way the terminal driver does, without the pilot's wait-for-idle
+    (which, while a model streams, waits up to a second for the process to go quiet)."""
+    from textual import events
+
+    event = events.Key(key, char if char is not None else (key if len(key) == 1 else None))
+    event.set_sender(app)
+    app._driver.send_message(event)
+
+
 @pytest.fixture
 def fakes():
     """The scripted models and helpers (test modules cannot import conftest under importlib mode)."""
     from types import SimpleNamespace
 
     return SimpleNamespace(Responder=ScriptedResponder, Generator=ScriptedGenerator, Loader=FakeLoader,
-                           wait_for=wait_for, Tok=Tok)
+                           wait_for=wait_for, Tok=Tok, send_key=send_key)
