@@ -93,8 +93,9 @@ def _limits(max_steps, epochs, max_time, default_time: float | None):
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int, default=1337, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
+@click.option("--dry-run", is_flag=True, help="Print the plan of both runs (device, ranks, model sizes, memory) and exit.")
 @click.pass_context
-def train(ctx: click.Context, corpus, lang, max_time, device, seed, quiet) -> None:
+def train(ctx: click.Context, corpus, lang, max_time, device, seed, quiet, dry_run) -> None:
     """Train models. With no subcommand: the char LM, then the chatbot, on the same corpus.
 
     \b
@@ -105,9 +106,10 @@ def train(ctx: click.Context, corpus, lang, max_time, device, seed, quiet) -> No
     """
     if ctx.invoked_subcommand is not None:
         return
-    from chatrnn.train.both import train_both
+    from chatrnn.train.launch import run_both
 
-    train_both(list(corpus), lang=lang, max_time=max_time, device=device, seed=seed, reporter=_reporter(quiet))
+    run_both(list(corpus), lang=lang, max_time=max_time, device=device, seed=seed, reporter=_reporter(quiet),
+             dry_run=dry_run)
 
 
 def charlm_options(f):
@@ -141,6 +143,7 @@ def charlm_options(f):
         click.option("--seed", type=int, default=1337, show_default=True),
         click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps."),
         click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on with CUDA)."),
+        click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (first steps slower)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
         click.option("--dry-run", is_flag=True, help="Print the plan (device, ranks, model size, steps, memory) and exit."),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
@@ -157,7 +160,8 @@ def build_charlm_options(kw: dict):
     max_steps, epochs, max_time = _limits(kw["max_steps"], kw["epochs"], kw["max_time"], None if kw["resume"] else 180.0)
     train_cfg = TrainConfig(max_steps=max_steps, epochs=epochs, max_time=max_time, lr=kw["lr"] or TrainConfig.lr,
                             min_lr_ratio=kw["min_lr_ratio"], warmup_steps=kw["warmup_steps"], weight_decay=kw["weight_decay"],
-                            grad_clip=kw["grad_clip"], evals=kw["evals"], eval_every=kw["eval_every"], seed=kw["seed"], amp=kw["amp"])
+                            grad_clip=kw["grad_clip"], evals=kw["evals"], eval_every=kw["eval_every"], seed=kw["seed"], amp=kw["amp"],
+                            compile=kw.get("compile_model", False))
     model = {k: kw[k] for k in ("cell", "layers", "hidden", "embed", "dropout", "tie_weights")}
     return CharLMOptions(out=_out_path(kw["out"], "charlm"), corpus=list(kw["corpus"]), lang=kw["lang"], encoding=kw["encoding"],
                          val_fraction=kw["val_fraction"], val_file=kw["val_file"], preset=kw["preset"], model=model,

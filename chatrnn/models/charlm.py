@@ -74,7 +74,16 @@ class CharLM(nn.Module):
 
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits (B, T, V) for ids ``x`` (B, T), and the state after the last step."""
-        out, state = self.rnn(self.embedding(x), state)
+        emb = self.embedding(x)
+        if torch.is_autocast_enabled(emb.device.type):
+            # Keep the recurrence in float32 under autocast (the head still runs in bf16): CUDA autocast
+            # runs cuDNN RNNs in float16 whatever its dtype (aten's AutocastRNN casts to kHalf) and this
+            # trainer does no loss scaling; cuDNN's float32 RNN uses TF32 tensor cores anyway. On a CPU
+            # without bf16 support oneDNN cannot build a bf16 LSTM at all.
+            with torch.autocast(emb.device.type, enabled=False):
+                out, state = self.rnn(emb.float(), state)
+        else:
+            out, state = self.rnn(emb, state)
         out = self.drop(out)
         if self.proj is not None:
             out = self.proj(out)

@@ -25,7 +25,7 @@ def dialog_text_sources(corpus: list[str], lang: str):
 
 
 def train_both(corpus: list[str], lang: str = "english", max_time: float = 300.0, device: str | None = None,
-               seed: int = 1337, reporter: Reporter | None = None):
+               seed: int = 1337, reporter: Reporter | None = None, dist=None, dry_run: bool = False):
     """Char LM on the corpus's text, then the chatbot on its dialogs; returns both results.
 
     A corpus given here must be a dialog file or folder (CSV, TSV, JSONL, YAML, Cornell,
@@ -45,14 +45,26 @@ def train_both(corpus: list[str], lang: str = "english", max_time: float = 300.0
     char_opts = CharLMOptions(out=root / "charlm", corpus=list(corpus), lang=lang,
                               train=TrainConfig(max_time=usable * CHARLM_SHARE, seed=seed), device=device,
                               sources=dialog_text_sources(list(corpus), lang))
+    if dry_run:  # both plans, the chat model with the share it would get
+        from chatrnn.train.plan import print_plan
+
+        reporter.message(f"[1/2] char LM ({usable * CHARLM_SHARE:.0f}s)")
+        print_plan("charlm", char_opts, dist, reporter)
+        reporter.message(f"[2/2] chat model (~{usable * (1 - CHARLM_SHARE):.0f}s)")
+        print_plan("chat", ChatOptions(out=root / "chat", corpus=list(corpus), lang=lang, device=device,
+                                       train=TrainConfig(max_time=usable * (1 - CHARLM_SHARE), seed=seed)), dist, reporter)
+        return None
     reporter.message(f"[1/2] char LM ({usable * CHARLM_SHARE:.0f}s)")
-    r1 = train_charlm(char_opts, reporter=reporter)
+    r1 = train_charlm(char_opts, reporter=reporter, dist=dist)
     summarize("charlm", r1, reporter)
-    left = max(10.0, usable - (time.monotonic() - t0))
+    spent = time.monotonic() - t0
+    if dist is not None:  # every rank must give the chat model the same budget
+        spent = dist.max_float(spent)
+    left = max(10.0, usable - spent)
     reporter.message(f"[2/2] chat model ({left:.0f}s)")
     chat_opts = ChatOptions(out=root / "chat", corpus=list(corpus), lang=lang,
                             train=TrainConfig(max_time=left, seed=seed), device=device)
-    r2 = train_chat(chat_opts, reporter=reporter)
+    r2 = train_chat(chat_opts, reporter=reporter, dist=dist)
     summarize("chat", r2, reporter)
     reporter.message('try: chatrnn generate --seed "Hello"   |   chatrnn reply "Hello"   |   chatrnn chat')
     return r1, r2

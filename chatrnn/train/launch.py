@@ -40,6 +40,24 @@ def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | No
             dist.close()
 
 
+def run_both(corpus: list[str], lang: str, max_time: float, device: str | None, seed: int,
+             reporter: Reporter | None = None, dry_run: bool = False):
+    """``chatrnn train`` with no subcommand, single process or a torchrun rank (one process group for both)."""
+    from chatrnn.train import distributed
+    from chatrnn.train.both import train_both
+
+    reporter = reporter or Reporter()
+    dist = distributed.from_env(device, init=not dry_run)
+    try:
+        if dist is not None and not dist.is_main:
+            reporter = Reporter(quiet=True)
+        return train_both(corpus, lang=lang, max_time=max_time, device=device, seed=seed, reporter=reporter,
+                          dist=dist, dry_run=dry_run)
+    finally:
+        if dist is not None:
+            dist.close()
+
+
 def summarize(kind: str, result, reporter: Reporter) -> None:
     m = result.last_metrics or {}
     unit = "char" if kind == "charlm" else "token"

@@ -41,6 +41,7 @@ class TrainConfig:
     eval_every: int | None = None  # or every N steps
     seed: int = 1337
     amp: bool | None = None  # bf16 autocast; default on for CUDA
+    compile: bool = False  # torch.compile the training model (RNN layers graph-break: helps the rest)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -137,6 +138,8 @@ class Trainer:
         self.stop_check = stop_check
         self.model = task.model
         self.train_model = train_model or self.model  # DDP wraps here; checkpoints use the plain model
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
         self.autocast = autocast_dtype(device, cfg.amp)
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99),
                                      **({"fused": True} if device.type == "cuda" else {}))

@@ -390,3 +390,30 @@ def test_dry_run_prints_the_plan(tmp_path, monkeypatch, corpus):
     assert "2 rank(s)" in out and "parameters" in out and "per step" in out and "memory" in out
     assert "steps" in out and not (tmp_path / "p").exists()
     assert not torch.distributed.is_initialized()
+
+
+def test_dry_run_of_both_models(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from chatrnn.cli import cli
+
+    monkeypatch.setenv("CHATRNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CHATRNN_CHECKPOINTS", str(tmp_path / "ck"))
+    r = CliRunner().invoke(cli, ["train", "--dry-run", "--device", "cpu", "--max-time", "2m"])
+    assert r.exit_code == 0, r.output
+    assert "plan for charlm" in r.output and "plan for chat" in r.output and "estimated memory" in r.output
+    assert not (tmp_path / "ck").exists()
+
+
+def test_train_both_models_under_torchrun(tmp_path, dialogs):
+    """``torchrun ... -m chatrnn train``: one process group for both runs, one checkpoint each."""
+    env = _env(tmp_path)
+    env["CHATRNN_CHECKPOINTS"] = str(tmp_path / "ck")
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "chatrnn", "train", "--corpus", str(dialogs),
+           "--max-time", "16s", "--device", "cpu"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert p.stdout.count("[2/2] chat model") == 1  # rank 0 alone reports
+    for kind in ("charlm", "chat"):
+        cfg = json.loads((tmp_path / "ck" / kind / "config.json").read_text())
+        assert cfg["training"]["world_size"] == 2 and cfg["training"]["finished"]
