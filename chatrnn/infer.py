@@ -8,6 +8,7 @@ which is checked between tokens).
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,22 @@ from chatrnn import checkpoint as ckpt
 from chatrnn.charvocab import CharVocab
 from chatrnn.errors import ChatrnnError
 from chatrnn.models.charlm import CharLM, CharLMConfig, LeanStepper
-from chatrnn.models.sampling import next_token_probs, top_candidates
+from chatrnn.models.sampling import draw, next_token_probs, top_candidates
+
+
+@contextmanager
+def single_thread(enabled: bool = True):
+    """Batch-1 matrix-vector products run faster on one thread than split across cores (the split
+    costs more than it saves at this size), so sampling on the CPU runs single-threaded."""
+    if not enabled:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @dataclass
@@ -73,19 +89,18 @@ class Generator:
         if not ids:
             ids = [self.vocab.index.get("\n", 0)]
         gen = torch.Generator().manual_seed(rng_seed) if rng_seed is not None else None
-        step = self._stepper(ids)
-        logits = step(None)
+        with single_thread(self._lean):
+            step = self._stepper(ids)
+            logits = step(None)
         for _ in range(length):
             if cancel is not None and cancel.is_set():
                 return
-            probs = next_token_probs(logits.float().cpu(), temperature, top_k, top_p)
-            if temperature <= 0:
-                nxt = int(torch.argmax(probs))
-            else:
-                nxt = int(torch.multinomial(probs, 1, generator=gen))
+            probs = next_token_probs(logits if self._lean else logits.float().cpu(), temperature, top_k, top_p)
+            nxt = int(torch.argmax(probs).item()) if temperature <= 0 else draw(probs, gen)
             cands = [(self.vocab.chars[i], p) for i, p in top_candidates(probs, candidates)] if candidates else []
             yield GenToken(self.vocab.chars[nxt], cands)
-            logits = step(nxt)
+            with single_thread(self._lean):
+                logits = step(nxt)
 
     def _stepper(self, prime: list[int]):
         """A function ``f(id | None) -> logits``: primes on ``prime`` first, then feeds one id a call."""

@@ -144,37 +144,37 @@ class LeanStepper:
             else:
                 self.proj_w = self.proj_b = None
             self.head_w, self.head_b = model.head.weight.float().contiguous(), model.head.bias.float()
-        # xh[l] = [h_{l-1} (this step) ; h_l (previous step)]: writing h in place avoids a cat per step
-        self.xh = [torch.zeros(2 * H, device=dev) for _ in range(cfg.layers)]
+        # hs = [h_0 | h_1 | ... ]: layer l >= 1 reads [h_{l-1} (this step) ; h_l (last step)], which
+        # is the contiguous slice hs[(l-1)H:(l+1)H], so no concatenation or copy is needed per step.
+        self.hs = torch.zeros(cfg.layers * H, device=dev)
         self.c = [torch.zeros(H, device=dev) for _ in range(cfg.layers)]
         self.gates = torch.empty(4 * H, device=dev)
+        self.sig = torch.empty(4 * H, device=dev)
+        self.tg = torch.empty(H, device=dev)
+        self.tc = torch.empty(H, device=dev)
         self.logits = torch.empty(cfg.vocab_size, device=dev)
 
     def reset(self) -> None:
-        for t in self.xh + self.c:
+        self.hs.zero_()
+        for t in self.c:
             t.zero_()
-
-    def _h(self, layer: int) -> torch.Tensor:
-        return self.xh[layer][self.H:]
 
     @torch.inference_mode()
     def step(self, token: int) -> torch.Tensor:
         """Feed one id; returns the next-token logits (a buffer reused by the next call)."""
-        H = self.H
-        g = self.gates
+        H, g, sig, hs = self.H, self.gates, self.sig, self.hs
         for layer in range(self.layers):
             if layer == 0:
-                torch.addmv(self.table0[token], self.w_hh0, self._h(0), out=g)
+                torch.addmv(self.table0[token], self.w_hh0, hs[:H], out=g)
             else:
-                torch.addmv(self.b[layer - 1], self.w_cat[layer - 1], self.xh[layer], out=g)
-            s = torch.sigmoid(g)
+                torch.addmv(self.b[layer - 1], self.w_cat[layer - 1], hs[(layer - 1) * H:(layer + 1) * H], out=g)
+            torch.sigmoid(g, out=sig)
+            torch.tanh(g[2 * H:3 * H], out=self.tg)
             c = self.c[layer]
-            c.mul_(s[H:2 * H]).addcmul_(s[:H], torch.tanh(g[2 * H:3 * H]))
-            h_new = s[3 * H:] * torch.tanh(c)
-            self._h(layer).copy_(h_new)
-            if layer + 1 < self.layers:
-                self.xh[layer + 1][:H].copy_(h_new)
-        top = self._h(self.layers - 1)
+            c.mul_(sig[H:2 * H]).addcmul_(sig[:H], self.tg)
+            torch.tanh(c, out=self.tc)
+            torch.mul(sig[3 * H:], self.tc, out=hs[layer * H:(layer + 1) * H])
+        top = hs[(self.layers - 1) * H:]
         if self.proj_w is not None:
             top = torch.addmv(self.proj_b, self.proj_w, top)
         torch.addmv(self.head_b, self.head_w, top, out=self.logits)

@@ -25,14 +25,23 @@ def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int 
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
     if 0 < top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
+        # keep the smallest set of most likely tokens whose mass reaches top_p: find the probability
+        # of the last token kept and mask below it (no boolean indexing: this runs per character)
+        sorted_p = torch.sort(probs, descending=True).values
         before = torch.cumsum(sorted_p, 0) - sorted_p  # mass strictly before each token
-        drop = before >= top_p
-        drop[0] = False  # the most likely token always survives
-        probs = probs.clone()
-        probs[order[drop]] = 0.0
+        keep = int((before < top_p).sum().item())
+        threshold = sorted_p[max(keep, 1) - 1]
+        probs = probs.masked_fill(probs < threshold, 0.0)
         probs = probs / probs.sum()
     return probs
+
+
+def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> int:
+    """Inverse-CDF sampling: one uniform draw and a binary search, several times cheaper than
+    ``torch.multinomial`` at batch 1. Tokens of zero probability are never drawn."""
+    cdf = torch.cumsum(probs, 0)
+    u = torch.rand(1, generator=generator, dtype=cdf.dtype) * cdf[-1]
+    return min(int(torch.searchsorted(cdf, u, right=True).item()), probs.numel() - 1)
 
 
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
@@ -40,8 +49,7 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p
     """One token id drawn from :func:`next_token_probs`."""
     if temperature <= 0:
         return int(torch.argmax(logits))
-    probs = next_token_probs(logits, temperature, top_k, top_p)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return draw(next_token_probs(logits, temperature, top_k, top_p), generator)
 
 
 def top_candidates(probs: torch.Tensor, k: int) -> list[tuple[int, float]]:

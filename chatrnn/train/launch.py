@@ -34,10 +34,12 @@ def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | No
         result = _train_fn(kind)(opts, reporter=reporter, dist=dist)
         if dist is None or dist.is_main:
             summarize(kind, result, reporter)
-        return result
     finally:
         if dist is not None:
             dist.close()
+    if result.interrupted:
+        raise SystemExit(130)  # the shell's convention for "stopped by Ctrl-C", after a clean save
+    return result
 
 
 def run_both(corpus: list[str], lang: str, max_time: float, device: str | None, seed: int,

@@ -1,0 +1,89 @@
+"""Bar: chatrnn's training loop within 10% of a bare ``nn.LSTM`` forward/backward/step loop.
+
+Both run in this process on the same shapes (default preset on Tiny Shakespeare), alternating
+``--rounds`` times; the best round of each is compared, since the machine is shared and noisy.
+
+    python benchmarks/charlm_throughput.py [--steps 30] [--rounds 3] [--preset cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from _common import corpus, temp_home
+from chatrnn.config import CHARLM_PRESETS
+from chatrnn.train.charlm import CharLMOptions, train_charlm
+from chatrnn.train.trainer import TrainConfig
+
+
+def ours(path: str, preset: str, steps: int, warm: int, home) -> float:
+    marks: dict[int, float] = {}
+
+    def stop_check(step: int) -> bool:
+        marks[step] = time.perf_counter()
+        return step >= warm + steps
+
+    out = home / f"ours-{time.monotonic_ns()}"
+    train_charlm(CharLMOptions(out=out, corpus=[path], preset=preset, device="cpu",
+                               train=TrainConfig(max_steps=10 ** 9, evals=1)), stop_check=stop_check)
+    p = CHARLM_PRESETS[preset]
+    return steps * p["batch_size"] * p["seq_len"] / (marks[warm + steps] - marks[warm])
+
+
+def bare(data: torch.Tensor, preset: str, steps: int, warm: int, vocab: int) -> float:
+    p = CHARLM_PRESETS[preset]
+    B, T = p["batch_size"], p["seq_len"]
+    torch.manual_seed(0)
+    emb = torch.nn.Embedding(vocab, p["embed"])
+    lstm = torch.nn.LSTM(p["embed"], p["hidden"], p["layers"], batch_first=True)
+    head = torch.nn.Linear(p["hidden"], vocab)
+    params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    state = None
+    t0 = 0.0
+    for i in range(warm + steps):
+        if i == warm:
+            t0 = time.perf_counter()
+        idx = torch.randint(0, len(data) - T - 1, (B,))
+        w = torch.stack([data[j:j + T + 1] for j in idx.tolist()]).long()
+        out, state = lstm(emb(w[:, :-1]), state)
+        state = tuple(s.detach() for s in state)
+        loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, vocab), w[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        float(loss)
+    return steps * B * T / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--preset", default="cpu")
+    args = ap.parse_args()
+    path = corpus("tinyshakespeare.txt")
+    home = temp_home()
+    text = path.read_text("utf-8")
+    chars = sorted(set(text))
+    data = torch.tensor([chars.index(c) for c in text[:200_000]], dtype=torch.uint8)
+    r_ours, r_bare = [], []
+    for _ in range(args.rounds):
+        r_ours.append(ours(str(path), args.preset, args.steps, args.warmup, home))
+        r_bare.append(bare(data, args.preset, args.steps, args.warmup, len(chars)))
+    best_ours, best_bare = max(r_ours), max(r_bare)
+    p = CHARLM_PRESETS[args.preset]
+    print(f"preset {args.preset}: {p['layers']}x{p['hidden']} LSTM, batch {p['batch_size']} x {p['seq_len']}, "
+          f"{torch.get_num_threads()} threads, {args.steps} steps x {args.rounds} rounds")
+    print(f"  bare nn.LSTM loop  {best_bare:10,.0f} chars/s  (rounds: {', '.join(f'{r:,.0f}' for r in r_bare)})")
+    print(f"  chatrnn trainer    {best_ours:10,.0f} chars/s  (rounds: {', '.join(f'{r:,.0f}' for r in r_ours)})")
+    ratio = best_ours / best_bare
+    print(f"ratio chatrnn / bare = {ratio:.3f}; bar >= 0.90: {'PASS' if ratio >= 0.9 else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()

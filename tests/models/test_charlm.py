@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from chatrnn.models.charlm import CharLM, CharLMConfig, LeanStepper
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_forward_shapes_and_state_for_each_cell(cell):
+    torch.manual_seed(0)
+    m = CharLM(CharLMConfig(vocab_size=11, cell=cell, layers=2, hidden=16, embed=8))
+    x = torch.randint(0, 11, (3, 5))
+    logits, state = m(x)
+    assert logits.shape == (3, 5, 11)
+    # feeding the sequence in two halves with the carried state gives the same logits (stateful RNN)
+    a, st = m(x[:, :2])
+    b, _ = m(x[:, 2:], st)
+    assert torch.allclose(torch.cat([a, b], 1), logits, atol=1e-6)
+
+
+def test_init_forget_bias_one_and_orthogonal_recurrent_weights():
+    m = CharLM(CharLMConfig(vocab_size=5, layers=1, hidden=8, embed=4))
+    b = m.rnn.bias_ih_l0 + m.rnn.bias_hh_l0
+    assert torch.all(b[8:16] == 1) and torch.all(b[:8] == 0) and torch.all(b[16:] == 0)
+    for block in m.rnn.weight_hh_l0.detach().split(8):
+        assert torch.allclose(block @ block.t(), torch.eye(8), atol=1e-5)
+
+
+def test_weight_tying_shares_one_matrix_and_projects_when_widths_differ():
+    m = CharLM(CharLMConfig(vocab_size=7, layers=1, hidden=12, embed=6, tie_weights=True))
+    assert m.head.weight is m.embedding.weight and m.proj is not None
+    untied = CharLM(CharLMConfig(vocab_size=7, layers=1, hidden=12, embed=6))
+    assert m.num_parameters() < untied.num_parameters() + 12 * 6 + 6
+    logits, _ = m(torch.zeros(1, 3, dtype=torch.long))
+    assert logits.shape == (1, 3, 7)
+
+
+@pytest.mark.parametrize("layers,tie", [(1, False), (3, False), (2, True)])
+def test_lean_stepper_gives_the_same_logits_as_forward(layers, tie):
+    torch.manual_seed(1)
+    m = CharLM(CharLMConfig(vocab_size=13, layers=layers, hidden=24, embed=8, tie_weights=tie)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.1)  # biases away from their init, so all paths matter
+    ids = torch.randint(0, 13, (40,))
+    with torch.no_grad():
+        ref, _ = m(ids[None])
+    lean = LeanStepper(m)
+    got = torch.stack([lean.step(int(i)).clone() for i in ids])
+    assert torch.allclose(got, ref[0], atol=1e-5)
+    lean.reset()
+    assert torch.allclose(lean.step(int(ids[0])), ref[0, 0], atol=1e-5)

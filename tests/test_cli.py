@@ -1,0 +1,141 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from chatrnn import checkpoint as ckpt
+from chatrnn.cli import cli
+
+COMMANDS = [[], ["train"], ["train", "charlm"], ["train", "chat"], ["generate"], ["eval"], ["info"], ["reply"], ["chat"]]
+
+
+def run_cli(*args, env=None, **kw):
+    e = dict(os.environ, **(env or {}))
+    return subprocess.run([sys.executable, "-m", "chatrnn", *args], capture_output=True, text=True, env=e, **kw)
+
+
+def test_help_never_imports_torch():
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom chatrnn.cli import cli\n"
+        f"for args in {COMMANDS!r}:\n"
+        "    r = CliRunner().invoke(cli, args + ['--help'])\n"
+        "    assert r.exit_code == 0, (args, r.output)\n"
+        "heavy = [m for m in ('torch', 'textual', 'sentencepiece', 'numpy') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "", f"--help imported {out}"
+
+
+def test_version_and_short_help():
+    r = CliRunner().invoke(cli, ["--version"])
+    assert r.exit_code == 0 and "chatrnn" in r.output
+    assert CliRunner().invoke(cli, ["-h"]).exit_code == 0
+
+
+def assert_one_line_error(r, match):
+    assert r.exit_code != 0
+    err = r.stderr if hasattr(r, "stderr") and r.stderr else r.output
+    assert "Traceback" not in err, err
+    assert match in err, err
+    assert len([line for line in err.strip().splitlines() if line.startswith("Error")]) == 1
+
+
+def test_user_errors_are_one_line(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    binary = tmp_path / "bin.txt"
+    binary.write_bytes(b"\x7fELF\x00\x00\x01")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok\xff")
+    runner = CliRunner()
+    assert_one_line_error(runner.invoke(cli, ["train", "charlm", "--corpus", str(empty)]), "empty")
+    assert_one_line_error(runner.invoke(cli, ["train", "charlm", "--corpus", str(binary)]), "binary")
+    assert_one_line_error(runner.invoke(cli, ["train", "charlm", "--corpus", str(bad)]), "byte offset 2")
+    assert_one_line_error(runner.invoke(cli, ["train", "charlm", "--corpus", str(tmp_path / "nope")]), "does not exist")
+    assert_one_line_error(runner.invoke(cli, ["generate", "--checkpoint", str(tmp_path / "nope")]), "no checkpoint")
+    assert_one_line_error(runner.invoke(cli, ["generate"]), "chatrnn train charlm")
+    assert_one_line_error(runner.invoke(cli, ["train", "charlm", "--max-time", "soon"]), "duration")
+    assert_one_line_error(runner.invoke(cli, ["train", "charlm", "--preset", "huge"]), "unknown preset")
+
+
+def test_train_generate_eval_info_round_trip(tmp_path, sample_text_file):
+    runner = CliRunner()
+    r = runner.invoke(cli, ["train", "charlm", "--corpus", str(sample_text_file), "--preset", "tiny", "--max-steps", "30", "--out", str(tmp_path / "m")])
+    assert r.exit_code == 0, r.output
+    assert "best val loss" in r.output and "checkpoint:" in r.output
+    r = runner.invoke(cli, ["generate", "-c", str(tmp_path / "m"), "--seed", "ROMEO☃", "-n", "40", "--rng-seed", "1"])
+    assert r.exit_code == 0 and r.stdout.startswith("ROMEO☃") and len(r.stdout) >= 46
+    assert "'☃'" in r.stderr
+    r = runner.invoke(cli, ["eval", "-c", str(tmp_path / "m"), "--file", str(sample_text_file), "--json"])
+    m = json.loads(r.stdout)
+    assert {"loss", "perplexity", "bpc", "chars"} <= m.keys()
+    assert m["bpc"] == pytest.approx(m["loss"] / 0.6931471805599453) and m["perplexity"] > 1
+    info = json.loads(runner.invoke(cli, ["info", str(tmp_path / "m"), "--json"]).output)
+    assert info["kind"] == "charlm" and info["parameters"] > 1000 and info["best_val_loss"] > 0
+    assert "parameters" in runner.invoke(cli, ["info", str(tmp_path / "m")]).output
+
+
+def test_generate_streams_when_piped(tiny_charlm):
+    """Characters reach a pipe as they are produced, not at the end."""
+    p = subprocess.Popen([sys.executable, "-m", "chatrnn", "generate", "-c", str(tiny_charlm), "-n", "100000", "--no-echo"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = p.stdout.read(5)
+        assert len(first) == 5 and p.poll() is None  # still generating, yet output already arrived
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _start_training(out, corpus, *extra):
+    return subprocess.Popen([sys.executable, "-m", "chatrnn", "train", "charlm", "--corpus", str(corpus), "--preset", "tiny",
+                             "--max-steps", "1000000", "--eval-every", "5", "--out", str(out), *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, proc, timeout=60):
+    t = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t < timeout
+        time.sleep(0.1)
+
+
+def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, sample_text_file):
+    out = tmp_path / "m"
+    p = _start_training(out, sample_text_file)
+    _wait_for(out / ckpt.CONFIG, p)
+    p.send_signal(signal.SIGINT)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr
+    assert "interrupted at step" in stdout and "Traceback" not in stderr
+    state = ckpt.load_train_state(out)
+    assert state["step"] > 0
+    r = run_cli("train", "charlm", "--corpus", str(sample_text_file), "--out", str(out), "--resume", "--max-steps", str(state["step"] + 3), timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert ckpt.load_train_state(out)["step"] == state["step"] + 3
+
+
+def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path, sample_text_file):
+    from chatrnn.infer import Generator
+
+    out = tmp_path / "m"
+    for delay in (0.3, 0.7, 1.1):
+        p = _start_training(out, sample_text_file, *(["--resume"] if (out / ckpt.CONFIG).exists() or (tmp_path / ".m.old").exists() else []))
+        _wait_for(tmp_path, p)
+        t = time.monotonic()
+        while not ((out / ckpt.CONFIG).exists() or (tmp_path / ".m.old").exists()):
+            assert p.poll() is None and time.monotonic() - t < 60
+            time.sleep(0.02)
+        time.sleep(delay)
+        p.kill()
+        p.communicate()
+        folder = ckpt.resolve_checkpoint(out)
+        assert Generator.load(folder).generate("R", length=5, rng_seed=0)
+        ckpt.load_train_state(folder)
