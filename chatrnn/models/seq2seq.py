@@ -217,8 +217,11 @@ class Seq2Seq(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        """Orthogonal recurrent matrices keep gradients alive over the unroll; a small uniform
-        embedding suits the tied output layer."""
+        """Orthogonal recurrent matrices keep gradients alive over the unroll. The embedding starts
+        at N(0, 0.5): large enough that different tokens drive the GRUs apart from the first step
+        (with a tied output layer and a tiny init, e.g. U(-0.1, 0.1), the decoder sits for hundreds
+        of steps at the unigram distribution before it starts to use its input), small enough that
+        the tied output layer's initial logits stay moderate."""
         for rnn in (self.encoder.rnn, self.decoder.rnn):
             for name, p in rnn.named_parameters():
                 if name.startswith("weight_hh"):
@@ -228,7 +231,7 @@ class Seq2Seq(nn.Module):
                     nn.init.xavier_uniform_(p.data)
                 else:
                     nn.init.zeros_(p.data)
-        nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
+        nn.init.normal_(self.embedding.weight, 0.0, 0.5)
         with torch.no_grad():
             self.embedding.weight[self.cfg.pad_id].zero_()
         nn.init.zeros_(self.head.bias)

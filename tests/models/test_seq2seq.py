@@ -1,0 +1,84 @@
+"""The seq2seq model: config round trip, padding never matters, the lean step equals nn.GRU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from chatrnn.models.seq2seq import Seq2Seq, Seq2SeqConfig, gru_step
+
+V = 50
+
+
+def make(attention="general", layers=2, tie=True, feed=True, seed=0) -> Seq2Seq:
+    torch.manual_seed(seed)
+    cfg = Seq2SeqConfig(vocab_size=V, embed=12, hidden=16, layers=layers, attention=attention, dropout=0.0,
+                        tie_weights=tie, input_feeding=feed)
+    return Seq2Seq(cfg).eval()
+
+
+def test_config_round_trip_and_validation():
+    cfg = Seq2SeqConfig(vocab_size=300, attention="concat", layers=3)
+    assert Seq2SeqConfig.from_dict({**cfg.to_dict(), "unknown_key": 1}) == cfg
+    with pytest.raises(ValueError):
+        Seq2SeqConfig(vocab_size=300, attention="bahdanau")
+    with pytest.raises(ValueError):
+        Seq2SeqConfig(vocab_size=300, hidden=15)
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "concat"])
+def test_padding_changes_nothing(attention):
+    """A prompt batched with a longer one, with garbage in its padded positions, gets exactly the
+    logits and attention it gets alone (packing + masked attention)."""
+    m = make(attention)
+    short, long_ = [5, 6, 7], [8, 9, 10, 11, 12, 13]
+    tgt = torch.tensor([[2, 14, 15, 16]])
+    with torch.no_grad():
+        alone, attn_alone = m(torch.tensor([short]), torch.tensor([3]), tgt)
+        for filler in (0, 17, 42):
+            src = torch.tensor([short + [filler] * 3, long_])
+            both, attn = m(src, torch.tensor([3, 6]), tgt.repeat(2, 1))
+            torch.testing.assert_close(both[0], alone[0], atol=1e-5, rtol=1e-5)
+            assert torch.all(attn[0, :, 3:] == 0)  # padding gets exactly zero weight
+            torch.testing.assert_close(attn[0, :, :3], attn_alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_rows_are_distributions():
+    m = make("general")
+    with torch.no_grad():
+        _, attn = m(torch.tensor([[5, 6, 7, 8]]), torch.tensor([4]), torch.tensor([[2, 9, 10]]))
+    torch.testing.assert_close(attn.sum(-1), torch.ones(1, 3))
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_lean_step_equals_nn_gru(layers):
+    m = make(layers=layers)
+    enc = m.encode(torch.tensor([[5, 6, 7]]), torch.tensor([3]))
+    feed = m.initial_feed(enc)
+    tok = torch.tensor([2])
+    with torch.no_grad():
+        a = m.step(tok, enc.hidden, feed, enc, lean=False)
+        b = m.step(tok, enc.hidden, feed, enc, lean=True)
+    for x, y in zip(a, b):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    h = torch.randn(layers, 2, 16)
+    x = torch.randn(2, 12 + 16)
+    with torch.no_grad():
+        _, ref = m.decoder.rnn(x.unsqueeze(1), h)
+        torch.testing.assert_close(gru_step(m.decoder.rnn, x, h), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_tied_weights_are_shared_and_untied_are_not():
+    m = make(tie=True)
+    assert m.head.weight.data_ptr() == m.embedding.weight.data_ptr()
+    assert m.encoder.embedding is m.decoder.embedding is m.embedding
+    u = make(tie=False)
+    assert u.head.weight.data_ptr() != u.embedding.weight.data_ptr()
+
+
+def test_free_running_and_no_input_feeding_paths():
+    for m in (make(feed=False), make()):
+        src, tgt = torch.tensor([[5, 6, 7]]), torch.tensor([[2, 9, 10, 11]])
+        logits, attn = m(src, torch.tensor([3]), tgt, teacher_forcing=False)
+        assert logits.shape == (1, 4, V) and attn.shape == (1, 4, 3)
+        logits.sum().backward()
