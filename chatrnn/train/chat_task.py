@@ -126,14 +126,18 @@ class BucketedOrder:
 
     def state_dict(self) -> dict:
         return {"epoch_index": self.epoch_index, "pos": self.pos, "epoch_state": self.epoch_state.clone(),
-                "batch_size": self.batch_size, "world": self.world}
+                "batch_size": self.batch_size, "world": self.world, "steps": len(self.batches)}
 
     def load_state_dict(self, d: dict) -> None:
         self.epoch_index = int(d["epoch_index"])
         self.gen.set_state(d["epoch_state"])
         self._start_epoch()
         same_split = int(d.get("batch_size", self.batch_size)) == self.batch_size and int(d.get("world", 1)) == self.world
-        self.pos = min(int(d["pos"]), len(self.batches)) if same_split else 0
+        if same_split:
+            self.pos = min(int(d["pos"]), len(self.batches))
+        else:  # another batch size or number of ranks: the same fraction of this epoch's shuffle
+            old = int(d.get("steps", 0))
+            self.pos = min(len(self.batches), round(int(d["pos"]) * len(self.batches) / old)) if old else 0
 
 
 @torch.no_grad()

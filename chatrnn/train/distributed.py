@@ -202,6 +202,10 @@ def from_env(device_name: str | None = None, init: bool = True) -> DistContext |
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     dev = pick_device(device_name)
+    if dev.type == "mps":
+        from chatrnn.errors import ChatrnnError
+
+        raise ChatrnnError("several ranks on MPS are not supported by torch.distributed; add --device cpu")
     if dev.type == "cuda":
         if not (local_world == 1 and dev.index is not None):  # one process per node may name its GPU
             dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))

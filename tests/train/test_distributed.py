@@ -417,3 +417,18 @@ def test_train_both_models_under_torchrun(tmp_path, dialogs):
     for kind in ("charlm", "chat"):
         cfg = json.loads((tmp_path / "ck" / kind / "config.json").read_text())
         assert cfg["training"]["world_size"] == 2 and cfg["training"]["finished"]
+
+
+def test_chat_order_resumed_on_another_world_keeps_its_place_in_the_epoch():
+    from chatrnn.train.chat_task import BucketedOrder
+
+    lengths = [(i % 7 + 1, i % 5 + 1) for i in range(400)]
+    ranks = [BucketedOrder(lengths, 8, seed=3, rank=r, world=2) for r in (0, 1)]
+    assert len(ranks[0].batches) == len(ranks[1].batches)  # lockstep
+    seen = {i for o in ranks for b in o.batches for i in b}
+    assert len(seen) >= 400 - 2 * 8  # every example but a ragged tail batch, on exactly one rank
+    for _ in range(10):
+        ranks[0].next()
+    single = BucketedOrder(lengths, 16, seed=3)
+    single.load_state_dict(ranks[0].state_dict())
+    assert single.pos == round(10 * len(single.batches) / len(ranks[0].batches))
