@@ -21,7 +21,7 @@ CHAT_PRESETS: dict[str, dict] = {
     # sized so the README quick start (bundled corpus) answers in ~3 minutes and ChatbotData trains
     # well in 10 minutes on a 2-core CPU (benchmarks/chat_chatbotdata.py).
     "tiny": dict(embed=32, hidden=64, layers=1, attention="general", dropout=0.0, tie_weights=True, vocab_size=300,
-                 max_len=24, batch_size=16, lr=1e-2, label_smoothing=0.0),
+                 max_len=48, batch_size=16, lr=1e-2, label_smoothing=0.0),
     "cpu": dict(embed=256, hidden=256, layers=2, attention="general", dropout=0.1, tie_weights=True, vocab_size=4000,
                 max_len=32, batch_size=64, lr=3e-3, label_smoothing=0.1),
     "gpu": dict(embed=512, hidden=1024, layers=2, attention="general", dropout=0.2, tie_weights=True, vocab_size=8000,

@@ -1,0 +1,111 @@
+"""The chat model's CLI: train chat, reply, eval; bad input gives one line and a non-zero exit."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from chatrnn.cli import cli
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path, monkeypatch):
+    monkeypatch.setenv("CHATRNN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CHATRNN_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    for k in ("CHATRNN_TEMPERATURE", "CHATRNN_BEAM", "CHATRNN_TOP_K", "CHATRNN_TOP_P"):
+        monkeypatch.delenv(k, raising=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_csv(path: Path, rows) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["Q", "A"])
+        w.writerows(rows)
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def one_line_error(result) -> str:
+    assert result.exit_code != 0, result.output
+    lines = [ln for ln in result.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error:"), result.output
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+@pytest.fixture
+def trained(tmp_path) -> Path:
+    corpus = write_csv(tmp_path / "pairs.csv", [(f"hello number {i}", f"hi {i}") for i in range(20)])
+    r = invoke("train", "chat", "--corpus", str(corpus), "--preset", "tiny", "--max-steps", "4", "--evals", "1", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "checkpoints" / "chat" / "tokenizer.model").is_file()
+    return corpus
+
+
+def test_train_reply_eval(trained, tmp_path, monkeypatch):
+    r = invoke("reply", "hello number 3")
+    assert r.exit_code == 0, r.output
+    assert len(r.output.strip().splitlines()) <= 1
+    r = invoke("reply", "hello", "--beam", "3", "--nbest", "2", "--no-repeat-ngram", "2", "--max-len", "5")
+    assert r.exit_code == 0 and len(r.output.strip().splitlines()) == 2
+    monkeypatch.setenv("CHATRNN_TEMPERATURE", "0.9")
+    assert invoke("reply", "hello", "--rng-seed", "1").exit_code == 0
+    r = invoke("eval", "--checkpoint", "chat", "--file", str(trained), "--json")
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.output)
+    for k in ("loss", "perplexity", "bpc", "distinct_1", "distinct_2", "tokens", "pairs"):
+        assert k in m
+    r = invoke("info", "chat", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["kind"] == "chat"
+
+
+def test_dry_run_and_resume(trained, tmp_path):
+    r = invoke("train", "chat", "--corpus", str(trained), "--preset", "tiny", "--max-steps", "4", "--dry-run", "--out", "plan")
+    assert r.exit_code == 0 and "chat model" in r.output
+    assert not (tmp_path / "checkpoints" / "plan").exists()
+    r = invoke("train", "chat", "--resume", "--max-steps", "6", "--quiet")
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((tmp_path / "checkpoints" / "chat" / "config.json").read_text())
+    assert cfg["training"]["steps"] == 6
+
+
+def test_bad_input_is_one_line(tmp_path):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    one_line_error(invoke("train", "chat", "--corpus", str(empty), "--preset", "tiny", "--max-steps", "1"))
+    unusable = tmp_path / "bad.csv"
+    unusable.write_text("Q,A\n,\nonly-one\n", encoding="utf-8")
+    msg = one_line_error(invoke("train", "chat", "--corpus", str(unusable), "--preset", "tiny", "--max-steps", "1"))
+    assert "bad.csv" in msg
+    one_line_error(invoke("train", "chat", "--corpus", str(tmp_path / "nope.csv"), "--preset", "tiny", "--max-steps", "1"))
+    assert "train chat" in one_line_error(invoke("reply", "hello"))
+    corrupt = tmp_path / "checkpoints" / "corrupt"
+    corrupt.mkdir(parents=True)
+    (corrupt / "config.json").write_text("{{{")
+    one_line_error(invoke("reply", "hello", "--checkpoint", "corrupt"))
+    weights = tmp_path / "checkpoints" / "noweights"
+    weights.mkdir()
+    (weights / "config.json").write_text(json.dumps({"kind": "chat", "format_version": 1, "model": {}}))
+    one_line_error(invoke("reply", "hello", "--checkpoint", "noweights"))
+    one_line_error(invoke("reply", "   ", "--checkpoint", "noweights"))
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from click.testing import CliRunner; from chatrnn.cli import cli; "
+            "r1 = CliRunner().invoke(cli, ['train', 'chat', '--help']); r2 = CliRunner().invoke(cli, ['reply', '--help']); "
+            "assert r1.exit_code == 0 and r2.exit_code == 0; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
