@@ -34,6 +34,7 @@ def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | No
         result = _train_fn(kind)(opts, reporter=reporter, dist=dist)
         if dist is None or dist.is_main:
             summarize(kind, result, reporter)
+            report_throughput(result, reporter)
     finally:
         if dist is not None:
             dist.close()
@@ -72,3 +73,23 @@ def summarize(kind: str, result, reporter: Reporter) -> None:
     status = "stopped" if result.interrupted else "done"
     reporter.message(f"{status}: " + "; ".join(parts))
     reporter.message(f"checkpoint: {result.folder}")
+
+
+def report_throughput(result, reporter: Reporter) -> None:
+    """Average tokens/s over the run (all ranks, evaluation included) and, on a GPU, its peak memory."""
+    import json
+
+    import torch
+
+    try:
+        t = json.loads((result.folder / "config.json").read_text("utf-8"))["training"]
+    except (OSError, ValueError, KeyError):
+        return
+    line = ""
+    if t.get("train_time_s") and t.get("tokens"):
+        line = f"throughput: {t['tokens'] / t['train_time_s']:,.0f} {t.get('unit', 'tokens')}/s over {t.get('world_size', 1)} rank(s)"
+    if torch.cuda.is_available() and str(t.get("device", "")).startswith("cuda") and torch.cuda.is_initialized():
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        line += f"{'; ' if line else ''}peak GPU memory {peak:.2f} GiB per rank"
+    if line:
+        reporter.message(line)

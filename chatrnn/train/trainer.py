@@ -173,7 +173,7 @@ class Trainer:
         cfg = ckpt.base_config(self.task.kind)
         cfg.update(self.task.checkpoint_config())
         cfg["training"] = {
-            "steps": self.step, "epochs": round(float(self.task.epoch), 4), "tokens": self.step * self.task.tokens_per_step,
+            "steps": self.step, "epochs": round(float(self.task.epoch), 4), "tokens": self.step * self.task.tokens_per_step * (1 if self.dist is None else self.dist.world),
             "unit": self.task.unit, "train_time_s": round(elapsed, 2), "best_val_loss": self.best,
             "last_val": self.last_metrics, "device": str(self.device), "finished": finished,
             "world_size": 1 if self.dist is None else self.dist.world,

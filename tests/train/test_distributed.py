@@ -56,6 +56,8 @@ digests = {}
 def stop_check(step):
     blob = b"".join(p.detach().numpy().tobytes() for p in task.model.parameters())
     digests[step] = hashlib.sha256(blob).hexdigest()
+    if a.get("raise_rank") == rank and step >= a["raise_at"]:
+        raise RuntimeError(f"rank {rank} fails at step {step}")
     return a.get("stop_rank") == rank and step >= a.get("stop_at", 10**9)
 
 trainer = Trainer(task, train, opts.out, torch.device("cpu"), resume=opts.resume, dist=dist, stop_check=stop_check,
@@ -220,6 +222,16 @@ def test_a_stop_on_one_rank_stops_both_with_a_resumable_checkpoint(tmp_path, cor
     assert record(b, 0)["steps"] == r0["steps"] + 3
 
 
+def test_a_failing_rank_ends_the_job_instead_of_hanging(tmp_path, corpus):
+    a = _base(tmp_path, corpus, "fail", steps=100_000, eval_every=None, evals=1, raise_rank=1, raise_at=5)
+    script = _script(tmp_path)
+    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(script), json.dumps(a)]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=_env(tmp_path))
+    assert p.returncode != 0 and "rank 1 fails at step 5" in p.stdout + p.stderr
+    assert time.monotonic() - t0 < 60
+
+
 def test_time_budget_is_agreed(tmp_path, corpus):
     a = _base(tmp_path, corpus, "budget", steps=None, max_time=2.0, eval_every=None, evals=2)
     run_worker(tmp_path, 2, a, timeout=60)
@@ -287,8 +299,9 @@ def test_sigint_stops_all_ranks_cleanly(tmp_path, corpus, target):
     th.join(5)
     log = "".join(lines)
     assert took < 15, log
+    assert rc != 0  # stopped, not finished: the workers exit 130 after their clean save
     if target == "one_worker":
-        assert rc == 0, log  # the workers ended normally, so torchrun succeeds
+        assert log.count("exitcode  : 130") == 2, log  # both workers ended by the stop, neither killed
     assert "interrupted at step" in log, log
     cfg = json.loads((out / "config.json").read_text())
     assert not cfg["training"]["finished"] and cfg["training"]["steps"] > 0
