@@ -28,6 +28,8 @@ from chatrnn.errors import ChatrnnError
 from chatrnn.tui.models import Pipe, missing_message, model_history, model_label, train_hint
 from chatrnn.tui.widgets import MessageView, Notice
 
+#: Most redraws of a streaming reply per second (the first token is drawn at once).
+FPS = 30
 #: Attention weights are stored rounded: enough for a heatmap, a fraction of the size.
 ATTN_DIGITS = 3
 
@@ -99,6 +101,8 @@ class ChatPane(Vertical):
         self.job: ReplyJob | None = None
         #: perf_counter times at which the first token of each reply was on screen (benchmarks)
         self.first_token_times: list[float] = []
+        self._last_draw = 0.0
+        self._draw_scheduled = False
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="messages"):
@@ -299,7 +303,16 @@ class ChatPane(Vertical):
             self.post_message(Notice(str(e), "error", "history"))
 
     def on_chat_pane_drain(self, event: Drain) -> None:
+        """Draw the tokens that arrived: the first at once, then at most :data:`FPS` redraws a
+        second (tokens wait in the pipe meanwhile), so a fast model never crowds out key presses."""
         job = event.job
+        wait = self._last_draw + 1 / FPS - time.perf_counter()
+        if wait > 0 and not job.done and job.first_token_at is not None:
+            if not self._draw_scheduled:
+                self._draw_scheduled = True
+                self.set_timer(wait, lambda: self._deferred_draw(job))
+            return
+        self._last_draw = time.perf_counter()
         items = job.pipe.take()
         if items:
             text = "".join(t.text for t in items)
@@ -324,6 +337,10 @@ class ChatPane(Vertical):
         if job.done and not job.reported:
             job.reported = True
             self._finish(job)
+
+    def _deferred_draw(self, job: ReplyJob) -> None:
+        self._draw_scheduled = False
+        self.on_chat_pane_drain(self.Drain(job))
 
     def _finish(self, job: ReplyJob) -> None:
         cancelled = job.cancel.is_set() and job.error is None
@@ -441,8 +458,9 @@ class ChatPane(Vertical):
             if s.top_p < 1:
                 decode += f" · top-p {s.top_p:g}"
         ctx = s.context_turns if s.context_turns is not None else getattr(self.model, "context_turns", "-")
-        self.query_one("#chat-status", Static).update(
-            f"{self.model_name or 'no model'}  ·  {decode}  ·  max {s.max_len}  ·  context {ctx}  ·  {getattr(self, '_state', '')}")
+        self.query_one("#chat-status", Static).update(  # one line, fixed size: no layout pass
+            f"{self.model_name or 'no model'}  ·  {decode}  ·  max {s.max_len}  ·  context {ctx}  ·  {getattr(self, '_state', '')}",
+            layout=False)
 
 
 def _field(key: str) -> str:

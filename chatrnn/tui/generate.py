@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.widgets import Input, Label, Static
 
@@ -25,6 +25,8 @@ from chatrnn.tui.widgets import CandidatesView, Notice, StreamView, TemperatureB
 
 #: Candidates asked of the model at every step (cheap: a top-k over the vocabulary).
 CANDIDATES = 8
+#: Most redraws of the output per second while the model streams.
+FPS = 30
 #: Characters of the seed the model is primed on: a recurrent state forgets long before this, and
 #: priming on a 100 KB paste one character at a time would take seconds.
 SEED_CONTEXT = 2000
@@ -79,6 +81,9 @@ class GeneratePane(Vertical):
         self.job: GenJob | None = None
         self.last_seed: str | None = None
         self.show_candidates = False
+        self._last_draw = 0.0
+        self._last_status = 0.0
+        self._draw_scheduled = False
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="Seed text, then Enter to generate (empty: start from scratch)", id="gen-seed")
@@ -89,7 +94,7 @@ class GeneratePane(Vertical):
                 yield Input(self._fmt(name), id=fid, classes="field", compact=True)
         with Horizontal(id="gen-body"):
             yield StreamView(id="gen-output")
-            with VerticalScroll(id="gen-cand-box"):
+            with Vertical(id="gen-cand-box"):
                 yield CandidatesView(id="gen-candidates")
         yield Static("", id="gen-status")
 
@@ -232,7 +237,17 @@ class GeneratePane(Vertical):
             self.post_message(self.Drain(job))
 
     def on_generate_pane_drain(self, event: Drain) -> None:
+        """Draw what the model produced since the last drain, at most :data:`FPS` times a second:
+        a char LM makes thousands of characters a second, and redrawing for each batch would
+        leave the UI no time for key presses. Until the deferred draw, tokens wait in the pipe."""
         job = event.job
+        wait = self._last_draw + 1 / FPS - time.perf_counter()
+        if wait > 0 and not job.done:
+            if not self._draw_scheduled:
+                self._draw_scheduled = True
+                self.set_timer(wait, lambda: self._deferred_draw(job))
+            return
+        self._last_draw = time.perf_counter()
         items = job.pipe.take()
         if items:
             text = "".join(t.text for t in items)
@@ -247,12 +262,18 @@ class GeneratePane(Vertical):
         if job.done and not getattr(job, "_reported", False):
             job._reported = True  # type: ignore[attr-defined]
             self._finish(job)
-        elif job is self.job and items:
+        elif job is self.job and items and time.perf_counter() - self._last_status > 0.5:
+            self._last_status = time.perf_counter()  # a count, not an animation: twice a second
             self._status(f"generating…  {job.count:,} chars  (Esc stops)")
+
+    def _deferred_draw(self, job: GenJob) -> None:
+        self._draw_scheduled = False
+        self.on_generate_pane_drain(self.Drain(job))
 
     def _finish(self, job: GenJob) -> None:
         elapsed = max(1e-9, time.perf_counter() - job.started)
         if job is self.job:
+            self.query_one(StreamView).finish()
             self._redraw_candidates()
             if job.error:
                 self.app.notify(job.error, severity="error", title="generate")
@@ -294,9 +315,9 @@ class GeneratePane(Vertical):
             self._state = state
         s = self.settings
         model = self.model_name or "no model"
-        self.query_one("#gen-status", Static).update(
+        self.query_one("#gen-status", Static).update(  # one line, fixed size: no layout pass
             f"{model}  ·  length {s.length}  ·  top-k {s.top_k or 'all'}  ·  top-p {s.top_p:.2f}  ·  "
-            f"{getattr(self, '_state', '')}")
+            f"{getattr(self, '_state', '')}", layout=False)
 
 
 class SettingsChanged(Message):

@@ -11,11 +11,16 @@ from __future__ import annotations
 import re
 from collections import deque
 
+from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
-from textual.containers import HorizontalScroll, Vertical, VerticalScroll
+from textual.containers import HorizontalScroll, Vertical
+from textual.geometry import Size
 from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 from textual.widgets import Static
 
 #: Longest text a bubble shows; the store keeps the whole message, the bubble says what it left out.
@@ -175,7 +180,7 @@ class MessageView(Vertical, can_focus=True):
         self.pieces: list[str] = []
         self.prompt_pieces: list[str] = []
         self.attention: list[list[float]] = []
-        self._shown = 0
+        self._lines = 0
         if meta:
             self.pieces = list(meta.get("pieces") or [])
             self.prompt_pieces = list(meta.get("prompt_pieces") or [])
@@ -229,7 +234,16 @@ class MessageView(Vertical, can_focus=True):
         self.refresh_body()
 
     def refresh_body(self) -> None:
-        self.body.update(self._render_body())
+        """Redraw the text; a layout pass (which repaints the whole screen) only when the number
+        of lines changed, not for every token of a streaming reply."""
+        text = self._render_body()
+        width = self.body.size.width
+        layout = True
+        if width > 0 and self.is_mounted:
+            lines = len(text.wrap(self.app.console, width))
+            layout = lines != self._lines
+            self._lines = lines
+        self.body.update(text, layout=layout)
         if self.attn_box is not None and self.attn_box.display:
             self._draw_attention()
 
@@ -294,7 +308,7 @@ class TemperatureBar(Static):
 
     def set_value(self, value: float) -> None:
         self.value = value
-        self.update(temperature_text(value))
+        self.update(temperature_text(value), layout=False)  # fixed width: no layout pass
 
 
 def candidates_text(steps: list[tuple[str, list[tuple[str, float]]]], header: str = "", bar: int = 10) -> Text:
@@ -339,51 +353,170 @@ class CandidatesView(Static):
 
     def redraw(self, last: int = 40) -> None:
         shown = list(self.steps)[-last:]
-        self.update(candidates_text(shown, self.header))
+        self.update(candidates_text(shown, self.header), layout=False)  # fills its box: no layout pass
 
 
-class StreamView(VerticalScroll, can_focus=True):
-    """Streamed text that stays cheap however long it grows: the text lives in chunks of about
-    :attr:`CHUNK` characters (cut at a newline when possible), and only the last chunk is redrawn
-    as characters arrive. Follows the end unless the user scrolled up."""
+class StreamView(ScrollView, can_focus=True):
+    """Streamed text, word-wrapped, that stays cheap however long it grows.
 
-    CHUNK = 2000
+    A ScrollView drawing lines itself (Textual's line API): appending text re-wraps only the
+    last, open line and repaints this widget alone. A widget that grew in height instead would
+    re-layout the whole screen at every new line, and a char LM produces lines faster than a
+    2-core CPU can lay screens out. Follows the end unless the user scrolled up.
+    """
+
+    DEFAULT_CSS = "StreamView { overflow-x: hidden; }"
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
-        self._current: Static | None = None
-        self._text = Text()
         self._parts: list[str] = []
+        self._styles: list[tuple[int, int, Style]] = []  # (start, end, style) of styled appends
+        self._lines: list[str] = []  # display lines, wrapped
+        self._starts: list[int] = []  # offset in the whole text of each display line
+        self._wrap_width = 0
         self.length = 0
 
     def clear_text(self) -> None:
-        self.remove_children()
-        self._current = None
-        self._text = Text()
-        self._parts = []
+        self._parts, self._styles, self._lines, self._starts = [], [], [], []
         self.length = 0
-
-    def append(self, text: str, style: str = "") -> None:
-        if not text:
-            return
-        follow = self.is_vertical_scroll_end or self.max_scroll_y == 0
-        text = clean_text(text, None)
-        self._parts.append(text)
-        self.length += len(text)
-        if self._current is None or (len(self._text) > self.CHUNK and "\n" in text) or len(self._text) > 2 * self.CHUNK:
-            if self._current is not None and "\n" in text and len(self._text) <= 2 * self.CHUNK:
-                head, _, text = text.partition("\n")
-                self._text.append(head, style=style)
-                self._current.update(self._text)
-            self._text = Text()
-            self._current = Static(self._text, classes="chunk")
-            self.mount(self._current)
-        self._text.append(text, style=style)
-        self._current.update(self._text)
-        if follow:
-            self.call_after_refresh(self.scroll_end, animate=False)
+        self.virtual_size = Size(0, 0)
+        self.scroll_to(0, 0, animate=False, immediate=True)
+        self.refresh()
 
     @property
     def plain(self) -> str:
         """Everything shown so far, as displayed (control characters as pictures)."""
         return "".join(self._parts)
+
+    def append(self, text: str, style: str = "") -> None:
+        if not text:
+            return
+        follow = self._following()
+        text = clean_text(text, None)
+        if style:
+            self._styles.append((self.length, self.length + len(text), Style.parse(style)))
+        self._parts.append(text)
+        first = max(0, len(self._lines) - 1)  # the open line is re-wrapped
+        self._wrap(text, self.length)
+        self.length += len(text)
+        self._resize_virtual()
+        height = max(1, self.size.height)
+        last = len(self._lines) - 1
+        if follow and last >= self.scroll_offset.y + height:
+            # Jump scroll (as terminals do): the last line goes a third of the way down, so the
+            # next lines land in view and only they are repainted, not the whole pane per line.
+            self.scroll_to(y=max(0, last - height // 3), animate=False, immediate=True)
+            self.refresh()
+        else:
+            self.refresh_lines(first, len(self._lines) - first)
+
+    # Changing ``virtual_size`` costs a layout pass of the whole screen (tens of ms on a busy
+    # 2-core CPU), so while text streams the virtual height grows a screenful at a time.
+    def _resize_virtual(self, exact: bool = False) -> None:
+        lines = len(self._lines)
+        if not exact:
+            block = max(10, self.size.height)
+            lines = -(-(lines + block) // block) * block
+        size = Size(self._width(), lines)
+        if size != self.virtual_size:
+            self.virtual_size = size
+
+    def _following(self) -> bool:
+        """Whether the end of the text is in view (then new text keeps it in view)."""
+        return len(self._lines) - 1 < self.scroll_offset.y + max(1, self.size.height)
+
+    def _scroll_to_last(self) -> None:
+        target = max(0, len(self._lines) - self.size.height)
+        if target != self.scroll_offset.y:
+            self.scroll_to(y=target, animate=False, immediate=True)
+
+    def finish(self) -> None:
+        """The stream ended: trim the virtual height to the text, the last line at the bottom."""
+        follow = self._following()
+        self._resize_virtual(exact=True)
+        if follow:
+            self._scroll_to_last()
+        self.refresh()
+
+    def _width(self) -> int:
+        return max(10, self.scrollable_content_region.width or 80)
+
+    def _wrap(self, text: str, offset: int) -> None:
+        """Add ``text`` (starting at ``offset`` in the whole) to the display lines: the last line
+        stays open; greedy word wrap means earlier lines never change."""
+        width = self._wrap_width = self._width()
+        if self._lines:
+            cur, start = self._lines.pop(), self._starts.pop()
+        else:
+            cur, start = "", offset
+        pieces = text.split("\n")
+        for i, piece in enumerate(pieces):
+            cur += piece
+            while _cells(cur) > width:
+                cut = _break_at(cur, width)
+                self._lines.append(cur[:cut])
+                self._starts.append(start)
+                start += cut
+                cur = cur[cut:]
+            if i < len(pieces) - 1:  # a newline closes the line
+                self._lines.append(cur)
+                self._starts.append(start)
+                start += len(cur) + 1
+                cur = ""
+        self._lines.append(cur)
+        self._starts.append(start)
+
+    def on_resize(self) -> None:
+        if self._parts and self._width() != self._wrap_width:
+            self._lines, self._starts = [], []
+            self._wrap("".join(self._parts), 0)
+            self._resize_virtual(exact=True)
+            self._scroll_to_last()
+            self.refresh()
+
+    def render_lines(self, crop):
+        self._base_style = self.rich_style  # once per frame, not once per line (it walks the DOM)
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        _, scroll_y = self.scroll_offset
+        index = scroll_y + y
+        width = self.size.width
+        base = getattr(self, "_base_style", None) or self.rich_style
+        if index >= len(self._lines):
+            return Strip.blank(width, base)
+        line, start = self._lines[index], self._starts[index]
+        end = start + len(line)
+        cuts = {0, len(line)}
+        for a, b, _ in self._styles:
+            if a < end and b > start:
+                cuts.update((max(0, a - start), min(len(line), b - start)))
+        bounds = sorted(cuts)
+        segments = []
+        for a, b in zip(bounds, bounds[1:]):
+            style = base
+            for sa, sb, st in self._styles:
+                if sa <= start + a < sb:
+                    style = style + st
+            segments.append(Segment(line[a:b], style))
+        return Strip(segments).crop_extend(0, width, base)
+
+
+def _cells(s: str) -> int:
+    return len(s) if s.isascii() else cell_len(s)
+
+
+def _break_at(line: str, width: int) -> int:
+    """Where to cut ``line`` (longer than ``width`` cells): after the last space that fits, else
+    at the width (a word longer than the line is cut)."""
+    if line.isascii():
+        fit = width
+    else:
+        fit, used = 0, 0
+        for ch in line:
+            used += cell_len(ch)
+            if used > width:
+                break
+            fit += 1
+    space = line.rfind(" ", 0, fit + 1)
+    return space + 1 if 0 < space < fit + 1 and space + 1 <= fit + 1 else max(1, fit)

@@ -42,10 +42,11 @@ def checkpoints(tui_tmp) -> Path:
     root.mkdir()
     old = {k: os.environ.get(k) for k in ("CHATRNN_CACHE", "CHATRNN_CHECKPOINTS")}
     os.environ["CHATRNN_CACHE"] = str(tui_tmp / "cache")
-    try:
-        import torch
+    import torch
 
-        torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on a shared 2-core CPU: threads only contend
+    try:
         from chatrnn.train.charlm import CharLMOptions, train_charlm
         from chatrnn.train.trainer import TrainConfig
 
@@ -63,6 +64,7 @@ def checkpoints(tui_tmp) -> Path:
             train_chat(ChatOptions(out=root / "chat", corpus=[str(tsv)], preset="tiny", context_turns=1,
                                    train=TrainConfig(max_steps=40, evals=1), device="cpu"))
     finally:
+        torch.set_num_threads(threads)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
