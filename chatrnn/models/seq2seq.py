@@ -125,19 +125,22 @@ class Attention(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor,
                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context (B, H) and weights (B, S) for decoder state ``query`` (B, H).
+        """Context (B, H) and weights (B, S) for decoder states ``query`` (B, H); or, for a whole
+        reply at once, (B, T, H) -> context (B, T, H) and weights (B, T, S).
 
         Padding gets -inf before the softmax, so it receives exactly zero weight: a prompt batched
         with longer ones is read exactly as if it were alone.
         """
+        single = query.dim() == 2
+        q = query.unsqueeze(1) if single else query  # (B, T, H)
         if self.kind == "concat":
-            scores = self.v(torch.tanh(keys + self.w_query(query).unsqueeze(1))).squeeze(-1)
+            scores = self.v(torch.tanh(keys.unsqueeze(1) + self.w_query(q).unsqueeze(2))).squeeze(-1)
         else:
-            scores = torch.bmm(keys, query.unsqueeze(-1)).squeeze(-1)
-        scores = scores.float().masked_fill(~mask, float("-inf"))
+            scores = torch.bmm(q, keys.transpose(1, 2))  # (B, T, S)
+        scores = scores.float().masked_fill(~mask.unsqueeze(1), float("-inf"))
         weights = torch.softmax(scores, dim=-1).to(memory.dtype)
-        context = torch.bmm(weights.unsqueeze(1), memory).squeeze(1)
-        return context, weights
+        context = torch.bmm(weights, memory)
+        return (context.squeeze(1), weights.squeeze(1)) if single else (context, weights)
 
 
 class Decoder(nn.Module):
@@ -273,6 +276,14 @@ class Seq2Seq(nn.Module):
         caller's draw.
         """
         enc = self.encode(src, src_len)
+        if teacher_forcing and not self.cfg.input_feeding:
+            # Nothing feeds back: the whole reply goes through the GRU in one call and attention
+            # is one batched product, several times faster than stepping on a CPU.
+            dec = self.decoder
+            out, _ = dec.rnn(dec.drop(self.embedding(tgt_in)), enc.hidden)
+            context, weights = dec.attention(out, enc.keys, enc.memory, enc.mask)
+            attn_h = torch.tanh(dec.combine(torch.cat([context, out], dim=-1)))
+            return self.logits(attn_h), weights
         hidden, feed = enc.hidden, self.initial_feed(enc)
         states, attns = [], []
         if teacher_forcing:

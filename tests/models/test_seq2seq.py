@@ -82,3 +82,20 @@ def test_free_running_and_no_input_feeding_paths():
         logits, attn = m(src, torch.tensor([3]), tgt, teacher_forcing=False)
         assert logits.shape == (1, 4, V) and attn.shape == (1, 4, 3)
         logits.sum().backward()
+
+
+@pytest.mark.parametrize("attention", ["dot", "general", "concat"])
+def test_whole_sequence_path_equals_stepping(attention):
+    """Without input feeding, teacher-forced training runs the reply in one GRU call; it must give
+    what stepping one position at a time (as inference does) gives."""
+    m = make(attention, feed=False)
+    src, src_len = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
+    tgt = torch.tensor([[2, 12, 13], [2, 14, 15]])
+    with torch.no_grad():
+        logits, attn = m(src, src_len, tgt)
+        enc = m.encode(src, src_len)
+        hidden, feed = enc.hidden, m.initial_feed(enc)
+        for t in range(3):
+            step_logits, hidden, feed, w = m.step(tgt[:, t], hidden, feed, enc, lean=True)
+            torch.testing.assert_close(step_logits, logits[:, t], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(w, attn[:, t], atol=1e-5, rtol=1e-5)
