@@ -142,6 +142,8 @@ def charlm_options(f):
         click.option("--eval-every", type=click.IntRange(1), default=None, help="Evaluate every N steps instead."),
         click.option("--seed", type=int, default=1337, show_default=True),
         click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps."),
+        click.option("--threads", type=click.IntRange(1), default=None, envvar="CHATRNN_THREADS",
+                     help="CPU: threads that each train a slice of the batch (default: the cores)."),
         click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on with CUDA)."),
         click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (first steps slower)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
@@ -161,6 +163,7 @@ def build_charlm_options(kw: dict):
     train_cfg = TrainConfig(max_steps=max_steps, epochs=epochs, max_time=max_time, lr=kw["lr"] or TrainConfig.lr,
                             min_lr_ratio=kw["min_lr_ratio"], warmup_steps=kw["warmup_steps"], weight_decay=kw["weight_decay"],
                             grad_clip=kw["grad_clip"], evals=kw["evals"], eval_every=kw["eval_every"], seed=kw["seed"], amp=kw["amp"],
+                            threads=kw["threads"],
                             compile=kw.get("compile_model", False))
     model = {k: kw[k] for k in ("cell", "layers", "hidden", "embed", "dropout", "tie_weights")}
     return CharLMOptions(out=_out_path(kw["out"], "charlm"), corpus=list(kw["corpus"]), lang=kw["lang"], encoding=kw["encoding"],

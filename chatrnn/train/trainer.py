@@ -41,6 +41,7 @@ class TrainConfig:
     eval_every: int | None = None  # or every N steps
     seed: int = 1337
     amp: bool | None = None  # bf16 autocast; default on for CUDA
+    threads: int | None = None  # CPU: batch shards run in parallel (default: the physical cores)
     compile: bool = False  # torch.compile the training model (RNN layers graph-break: helps the rest)
 
     def to_dict(self) -> dict:
@@ -149,6 +150,7 @@ class Trainer:
         self.last_metrics: dict | None = None
         self.next_eval_at = 1
         self._interrupt = False
+        self.pool = None
         self.is_main = dist is None or dist.is_main
 
     # ----- progress and limits -------------------------------------------------------------
@@ -228,6 +230,16 @@ class Trainer:
             raise KeyboardInterrupt
         self._interrupt = True
 
+    def _shard_pool(self):
+        """Batch-sharded CPU threads (see cpu_parallel.py) when the task supports them; not under
+        DDP, whose gradient hooks expect one backward pass per step."""
+        if self.device.type != "cpu" or self.dist is not None or not getattr(self.task, "cpu_shardable", False):
+            return None
+        from chatrnn.train.cpu_parallel import ShardPool, default_threads
+
+        n = min(self.cfg.threads or default_threads(), self.task.max_shards)
+        return ShardPool(n) if n > 1 else None
+
     def evaluate(self) -> dict:
         m = self.task.evaluate(self.model, autocast=self.autocast)
         if self.dist is not None:
@@ -245,10 +257,15 @@ class Trainer:
                 old_handler = signal.signal(signal.SIGINT, self._on_sigint)
             except ValueError:  # not in the main thread (e.g. under a test runner's thread)
                 old_handler = None
+        self.pool = self._shard_pool()
+        self.task.pool = self.pool  # evaluation uses the same threads
         self.reporter.start(self.task.describe() + f" on {self.device}" + (f" ({self.dist.world} ranks)" if self.dist else ""))
         try:
             return self._loop()
         finally:
+            if self.pool is not None:
+                self.pool.close()
+                self.task.pool = None
             self.reporter.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
@@ -276,12 +293,15 @@ class Trainer:
             for g in self.opt.param_groups:
                 g["lr"] = lr
             batch = self.task.next_batch()
-            with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                loss, ntok = self.task.loss(self.train_model, batch)
             self.opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.pool is not None:
+                loss_v, ntok = self.task.forward_backward(self.train_model, batch, self.pool)
+            else:
+                with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+                    loss, ntok = self.task.loss(self.train_model, batch)
+                loss.backward()
+                loss_v = float(loss.detach())
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            loss_v = float(loss.detach())
             if not (math.isfinite(loss_v) and math.isfinite(float(gnorm))):
                 where = f"; the last good checkpoint in {self.out} is kept" if (self.out / ckpt.CONFIG).exists() else ""
                 raise ChatrnnError(f"loss became {loss_v} at step {self.step + 1}{where}; lower --lr or check the corpus")
