@@ -130,6 +130,7 @@ async def run(args) -> int:
         if len(first) < len(MESSAGES[: args.messages]):
             print(f"note: {args.messages - len(first)} replies were empty (no token to time)")
         ok &= summary("Enter -> first reply token on screen", first, 150)
+        print(f"{'':<48} (in order: {' '.join(f'{x:.0f}' for x in first)})")
         print(f"{'':<48} (replies of {min(lengths)}-{max(lengths)} tokens, greedy, beam 1)")
 
         # 2. keys while a long reply streams
@@ -154,7 +155,7 @@ async def run(args) -> int:
         await until(lambda: app.chat.job.reported)
         if not was_replying:
             print(f"note: the reply ended before all {args.keys} keys were sent (raise --stream-len)")
-        ok &= summary("key handled while a reply streams", keys, 50)
+        ok &= summary("key handled while a reply streams", keys, 50, stat="max")
         print(f"{'':<48} ({streamed} tokens streamed meanwhile)")
 
         # 3. temperature keys while the char LM streams
@@ -177,7 +178,7 @@ async def run(args) -> int:
         count = app.gen.job.count
         send_key(app, "escape")
         await until(lambda: app.gen.job.done)
-        ok &= summary("[ / ] handled while the char LM streams", temps, 50)
+        ok &= summary("[ / ] handled while the char LM streams", temps, 50, stat="max")
         print(f"{'':<48} ({count:,} characters streamed meanwhile)")
     return 0 if ok else 1
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -317,6 +318,7 @@ class ChatrnnApp(App):
         self.loader = loader or ModelLoader(device)
         self.load_models = load_models
         self.gen_conversation_id: int | None = None
+        self._gen_lock = threading.Lock()
         self.store_message: str | None = None
 
     # ---- layout ---------------------------------------------------------------------------
@@ -394,6 +396,8 @@ class ChatrnnApp(App):
             self.post_message(ModelLoaded(kind, model, str(name or "")))
 
     def on_model_loaded(self, event: ModelLoaded) -> None:
+        if not self.screen_stack:
+            return
         pane = self.chat if event.kind == CHAT else self.gen
         if event.model is not None:
             pane.set_model(event.model, model_label(event.model))
@@ -448,12 +452,15 @@ class ChatrnnApp(App):
         if not isinstance(self.screen, ConversationsScreen):
             self.push_screen(ConversationsScreen())
 
+    # Worker threads post these; one may arrive while the app is closing (no screen left).
     def on_notice(self, event: Notice) -> None:
-        self.notify(event.text, severity=event.severity, title=event.title)  # type: ignore[arg-type]
+        if self.screen_stack:
+            self.notify(event.text, severity=event.severity, title=event.title)  # type: ignore[arg-type]
 
     def on_conversations_changed(self, event: ConversationsChanged) -> None:
-        if isinstance(self.screen, ConversationsScreen):
-            self.screen.refresh_list(keep=self.screen.selected)
+        top = self.screen_stack[-1] if self.screen_stack else None
+        if isinstance(top, ConversationsScreen):
+            top.refresh_list(keep=top.selected)
 
     # ---- conversations --------------------------------------------------------------------
     @property
@@ -533,24 +540,24 @@ class ChatrnnApp(App):
         self.notify(f"saved {written}", title="export", timeout=6)
 
     # ---- generate sessions ----------------------------------------------------------------
-    def on_generate_pane_finished(self, event: GeneratePane.Finished) -> None:
-        job = event.job
-        if self.store is None or (not job.text and job.error):
+    def save_generate(self, job, text: str) -> None:
+        """Store a finished (or stopped) run in this session's generate conversation. Called from
+        the generation thread, so a slow disk never stalls the UI and a run stopped by quitting is
+        still saved; the lock keeps two runs from each creating the session."""
+        if self.store is None or (not text and job.error):
             return
         meta = {"settings": to_dict(job.settings)}
         if job.cancel.is_set():
             meta["cancelled"] = True
-        self._save_generate(job.seed, job.text, meta, to_dict(job.settings))
-
-    @work(thread=True, group="store", exit_on_error=False)
-    def _save_generate(self, seed: str, text: str, meta: dict, settings: dict) -> None:
         try:
-            if self.gen_conversation_id is None:
-                conv = self.store.create_conversation(mode="generate", checkpoint=_folder(self.gen.model),
-                                                      settings={"generate": settings})
-                self.gen_conversation_id = conv.id
-            self.store.add_message(self.gen_conversation_id, "user", seed)
-            self.store.add_message(self.gen_conversation_id, "bot", text, meta)
+            with self._gen_lock:
+                if self.gen_conversation_id is None:
+                    conv = self.store.create_conversation(mode="generate", checkpoint=_folder(job.model),
+                                                          settings={"generate": to_dict(job.settings)})
+                    self.gen_conversation_id = conv.id
+                cid = self.gen_conversation_id
+            self.store.add_message(cid, "user", job.seed)
+            self.store.add_message(cid, "bot", text, meta)
         except ChatrnnError as e:
             self.post_message(Notice(str(e), "error", "history"))
         self.post_message(ConversationsChanged())

@@ -30,6 +30,9 @@ from chatrnn.tui.widgets import MessageView, Notice
 
 #: Most redraws of a streaming reply per second (the first token is drawn at once).
 FPS = 30
+#: Most messages kept on screen: a layout pass costs more the more bubbles there are, and every
+#: message sent mounts two. Older ones stay in the store (ctrl+s exports them all).
+MAX_VIEWS = 200
 #: Attention weights are stored rounded: enough for a heatmap, a fraction of the size.
 ATTN_DIGITS = 3
 
@@ -98,6 +101,7 @@ class ChatPane(Vertical):
         self.model_loading = False
         self.conversation_id: int | None = None
         self.turns: list[tuple[str, str]] = []  # (role, text) of this conversation, for context
+        self._hidden = 0  # messages of this conversation no longer on screen (MAX_VIEWS)
         self.job: ReplyJob | None = None
         #: perf_counter times at which the first token of each reply was on screen (benchmarks)
         self.first_token_times: list[float] = []
@@ -106,11 +110,13 @@ class ChatPane(Vertical):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="messages"):
+            yield Static("", id="chat-earlier")
             yield Static("", id="chat-empty")
         yield Static("", id="chat-status")
         yield Input(placeholder="Message (Enter sends · /help for commands · Esc stops a reply)", id="chat-input")
 
     def on_mount(self) -> None:
+        self.query_one("#chat-earlier").display = False
         self._status("")
 
     def on_unmount(self) -> None:
@@ -146,11 +152,18 @@ class ChatPane(Vertical):
         w.display = bool(text)
 
     # ---- conversation --------------------------------------------------------------------
+    def _show_earlier(self) -> None:
+        w = self.query_one("#chat-earlier", Static)
+        w.update(f"… {self._hidden:,} earlier messages are not shown (ctrl+s exports the whole conversation)")
+        w.display = self._hidden > 0
+
     def clear(self) -> None:
         self.action_stop()
         self.job = None
         self.conversation_id = None
         self.turns = []
+        self._hidden = 0
+        self._show_earlier()
         for v in list(self.query(MessageView)):
             v.remove()
 
@@ -174,10 +187,10 @@ class ChatPane(Vertical):
                 except ChatrnnError:
                     pass  # a setting this version does not know, or out of range: keep the default
         box = self.query_one("#messages", VerticalScroll)
-        views = []
-        for m in messages:
-            views.append(MessageView(m.role, m.text, meta=m.meta, message_id=m.id))
-            self.turns.append((m.role, m.text))
+        self.turns = [(m.role, m.text) for m in messages]
+        views = [MessageView(m.role, m.text, meta=m.meta, message_id=m.id) for m in messages[-MAX_VIEWS:]]
+        self._hidden = len(messages) - len(views)
+        self._show_earlier()
         if views:
             box.mount_all(views)
         self._empty("" if views else "Say something.")
@@ -225,6 +238,12 @@ class ChatPane(Vertical):
         self._empty("")
         self.query_one("#messages", VerticalScroll).mount_all([MessageView("user", text), bot])
         self.turns.append(("user", text))
+        views = list(self.query(MessageView))
+        if len(views) > MAX_VIEWS:
+            for old in views[: len(views) - MAX_VIEWS]:
+                old.remove()
+            self._hidden += len(views) - MAX_VIEWS
+            self._show_earlier()
         self._status("replying…  (Esc stops)")
         self._scroll_end()
         return True

@@ -47,6 +47,7 @@ class GenJob:
     text: str = ""
     started: float = field(default_factory=time.perf_counter)
     count: int = 0
+    reported: bool = False  # the UI has drawn everything and shown how it ended
 
 
 class GeneratePane(Vertical):
@@ -66,7 +67,7 @@ class GeneratePane(Vertical):
             self.job = job
 
     class Finished(Message):
-        """A run ended (done, stopped or failed); the app stores it."""
+        """A run ended (done, stopped or failed) and is drawn; the generation thread stored it."""
 
         def __init__(self, job: GenJob) -> None:
             super().__init__()
@@ -218,6 +219,7 @@ class GeneratePane(Vertical):
     def _run(self, job: GenJob) -> None:
         s = job.settings
         seed = job.seed[-SEED_CONTEXT:]
+        produced: list[str] = []
         try:
             _, unknown = job.model.prepare_seed(seed)
             if unknown:
@@ -226,6 +228,7 @@ class GeneratePane(Vertical):
             for tok in job.model.stream(seed, length=s.length, temperature=s.temperature, top_k=s.top_k,
                                         top_p=s.top_p, rng_seed=s.rng_seed, candidates=CANDIDATES, cancel=job.cancel):
                 job.pipe.put(tok)
+                produced.append(tok.text)
                 if job.cancel.is_set():
                     break
         except ChatrnnError as e:
@@ -233,6 +236,9 @@ class GeneratePane(Vertical):
         except Exception as e:  # a bug or a broken model: say so, keep the app alive
             job.error = f"{e.__class__.__name__}: {e}"
         finally:
+            save = getattr(self.app, "save_generate", None)
+            if save is not None:
+                save(job, "".join(produced))
             job.done = True
             self.post_message(self.Drain(job))
 
@@ -259,8 +265,8 @@ class GeneratePane(Vertical):
                 cands.add_steps([(t.text, list(t.candidates)) for t in items])
                 if self.show_candidates:
                     self._redraw_candidates()
-        if job.done and not getattr(job, "_reported", False):
-            job._reported = True  # type: ignore[attr-defined]
+        if job.done and not job.reported:
+            job.reported = True
             self._finish(job)
         elif job is self.job and items and time.perf_counter() - self._last_status > 0.5:
             self._last_status = time.perf_counter()  # a count, not an animation: twice a second
@@ -297,9 +303,7 @@ class GeneratePane(Vertical):
             self._redraw_candidates()
 
     def _redraw_candidates(self) -> None:
-        """The most recent steps that fit the box (newest at the bottom)."""
-        box = self.query_one("#gen-cand-box")
-        self.query_one(CandidatesView).redraw(last=max(5, box.size.height - 2))
+        self.query_one(CandidatesView).redraw()
 
     def show_output(self, seed: str, text: str) -> None:
         """Show a stored run (a reopened session)."""

@@ -70,6 +70,8 @@ def show_char(c: str) -> str:
 def show_piece(p: str, width: int) -> str:
     """A subword piece in at most ``width`` cells (sentencepiece's word-start mark kept)."""
     p = clean_text(p, None).replace("\n", "⏎") or "∅"
+    if not p.strip():
+        p = "␣" * len(p)
     return p if len(p) <= width else p[: max(1, width - 1)] + "…"
 
 
@@ -280,7 +282,7 @@ class MessageView(Vertical, can_focus=True):
 TEMP_BAR_MAX = 2.0
 
 
-def temperature_text(t: float, width: int = 24) -> Text:
+def temperature_text(t: float, width: int = 16) -> Text:
     """``temperature 0.80 ▕███████░░░░░▏`` coloured from cold (blue) to hot (red); the bar spans
     0-2 and shows ``+`` beyond."""
     out = Text()
@@ -351,7 +353,13 @@ class CandidatesView(Static):
     def add_steps(self, steps: list[tuple[str, list[tuple[str, float]]]]) -> None:
         self.steps.extend(steps)
 
-    def redraw(self, last: int = 40) -> None:
+    def on_resize(self) -> None:
+        self.redraw()
+
+    def redraw(self, last: int | None = None) -> None:
+        """Show the most recent steps that fit (newest at the bottom)."""
+        if last is None:
+            last = max(5, self.size.height - (2 if self.header else 1))
         shown = list(self.steps)[-last:]
         self.update(candidates_text(shown, self.header), layout=False)  # fills its box: no layout pass
 
@@ -374,13 +382,16 @@ class StreamView(ScrollView, can_focus=True):
         self._lines: list[str] = []  # display lines, wrapped
         self._starts: list[int] = []  # offset in the whole text of each display line
         self._wrap_width = 0
+        self._follow = True
+        self._auto_y = 0
         self.length = 0
 
     def clear_text(self) -> None:
         self._parts, self._styles, self._lines, self._starts = [], [], [], []
+        self._follow, self._auto_y = True, 0
         self.length = 0
         self.virtual_size = Size(0, 0)
-        self.scroll_to(0, 0, animate=False, immediate=True)
+        self.scroll_to(0, 0, animate=False, immediate=True, force=True)
         self.refresh()
 
     @property
@@ -400,12 +411,12 @@ class StreamView(ScrollView, can_focus=True):
         self._wrap(text, self.length)
         self.length += len(text)
         self._resize_virtual()
-        height = max(1, self.size.height)
+        height = self.size.height
         last = len(self._lines) - 1
-        if follow and last >= self.scroll_offset.y + height:
+        if follow and height > 0 and last >= self.scroll_offset.y + height:
             # Jump scroll (as terminals do): the last line goes a third of the way down, so the
             # next lines land in view and only they are repainted, not the whole pane per line.
-            self.scroll_to(y=max(0, last - height // 3), animate=False, immediate=True)
+            self._follow_to(max(0, last - height // 3))
             self.refresh()
         else:
             self.refresh_lines(first, len(self._lines) - first)
@@ -422,13 +433,23 @@ class StreamView(ScrollView, can_focus=True):
             self.virtual_size = size
 
     def _following(self) -> bool:
-        """Whether the end of the text is in view (then new text keeps it in view)."""
-        return len(self._lines) - 1 < self.scroll_offset.y + max(1, self.size.height)
+        """Whether to keep the end in view: yes unless the user scrolled up from where the
+        view last followed it (decided only once the widget has a size)."""
+        height = self.size.height
+        if height > 0:
+            y = self.scroll_offset.y
+            self._follow = y >= self._auto_y - 1 or len(self._lines) - 1 < y + height
+        return self._follow
+
+    def _follow_to(self, y: int) -> None:
+        self._auto_y = y
+        if y != self.scroll_offset.y:
+            # force: the scrollbar (which allows scrolling) only appears after the next layout
+            self.scroll_to(y=y, animate=False, immediate=True, force=True)
 
     def _scroll_to_last(self) -> None:
-        target = max(0, len(self._lines) - self.size.height)
-        if target != self.scroll_offset.y:
-            self.scroll_to(y=target, animate=False, immediate=True)
+        if self.size.height > 0:
+            self._follow_to(max(0, len(self._lines) - self.size.height))
 
     def finish(self) -> None:
         """The stream ended: trim the virtual height to the text, the last line at the bottom."""
@@ -467,12 +488,14 @@ class StreamView(ScrollView, can_focus=True):
         self._starts.append(start)
 
     def on_resize(self) -> None:
+        follow = self._follow  # as decided before the size changed
         if self._parts and self._width() != self._wrap_width:
             self._lines, self._starts = [], []
             self._wrap("".join(self._parts), 0)
-            self._resize_virtual(exact=True)
+            self._resize_virtual()
+        if follow:
             self._scroll_to_last()
-            self.refresh()
+        self.refresh()
 
     def render_lines(self, crop):
         self._base_style = self.rich_style  # once per frame, not once per line (it walks the DOM)

@@ -82,7 +82,7 @@ async def test_generate_streams_from_the_real_char_model(make_app, in_checkpoint
         assert app.query_one("TabbedContent").active == "generate"
         app.gen.apply_settings(GenerateSettings(length=60))
         await pilot.press(*"hello", "enter")
-        await fakes.wait_for(pilot, lambda: app.gen.job is not None and app.gen.job.done)
+        await fakes.wait_for(pilot, lambda: app.gen.job is not None and app.gen.job.reported)
         await pilot.pause()
         out = app.query_one("#gen-output")
         assert out.plain.startswith("hello") and len(out.plain) == len("hello") + 60
@@ -96,7 +96,7 @@ async def test_generate_streams_from_the_real_char_model(make_app, in_checkpoint
         # regenerate: same seed, new sample
         first = app.gen.job
         await pilot.press("ctrl+r")
-        await fakes.wait_for(pilot, lambda: app.gen.job is not first and app.gen.job.done)
+        await fakes.wait_for(pilot, lambda: app.gen.job is not first and app.gen.job.reported)
         assert app.gen.job.seed == "hello"
 
 
@@ -155,7 +155,7 @@ async def test_generate_esc_stops_and_temperature_keys(make_app, fakes):
         await pilot.press("f3", *"seed", "enter")
         await fakes.wait_for(pilot, lambda: app.gen.job and app.gen.job.count > 5)
         fakes.send_key(app, "escape")
-        await fakes.wait_for(pilot, lambda: app.gen.job.done)
+        await fakes.wait_for(pilot, lambda: app.gen.job.reported)
         assert app.gen.job.count < 10000
         # focus is on the output now: [ and ] change the temperature by 0.1
         assert app.focused is app.query_one("#gen-output")
@@ -180,7 +180,7 @@ async def test_generate_esc_stops_and_temperature_keys(make_app, fakes):
         box.value = "0.3"
         app.gen.apply_settings(GenerateSettings(temperature=0.3, length=20))
         app.gen.start("ab")
-        await fakes.wait_for(pilot, lambda: app.gen.job.done and app.gen.job.seed == "ab")
+        await fakes.wait_for(pilot, lambda: app.gen.job.reported and app.gen.job.seed == "ab")
         assert gen.calls[-1]["temperature"] == 0.3 and gen.calls[-1]["length"] == 20
         await pilot.pause(0.1)
         convs = [c for c in app.store.list_conversations() if c.mode == "generate"]
@@ -376,7 +376,7 @@ async def test_model_load_error_is_a_notification_and_the_app_stays_usable(make_
         assert any("corrupt" in n.message for n in app._notifications)
         assert app.chat.model is None
         await pilot.press("f3", *"ok", "enter")
-        await fakes.wait_for(pilot, lambda: app.gen.job and app.gen.job.done)
+        await fakes.wait_for(pilot, lambda: app.gen.job and app.gen.job.reported)
 
 
 async def test_model_picker_lists_checkpoints_and_loads_one(make_app, in_checkpoints, fakes):
@@ -452,7 +452,7 @@ async def test_odd_input_with_the_real_models(make_app, in_checkpoints, has_chat
         app.gen.apply_settings(GenerateSettings(length=20))
         for seed in ("😀 emoji", "안녕", "\x00\x01", "y" * 100_000):
             app.gen.start(seed)
-            await fakes.wait_for(pilot, lambda: app.gen.job.done and app.gen.job.seed == seed, timeout=30)
+            await fakes.wait_for(pilot, lambda: app.gen.job.reported and app.gen.job.seed == seed, timeout=30)
             assert app.gen.job.error is None and app.gen.job.count == 20
 
 
@@ -483,3 +483,55 @@ async def test_help_palette_and_quit(make_app, fakes):
         await pilot.press("ctrl+q")
         await pilot.pause()
     assert app.return_code == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# long outputs
+
+
+async def test_long_conversation_keeps_the_screen_light_but_the_context_whole(make_app, fakes):
+    from chatrnn.tui import chat as chat_module
+    from chatrnn.tui.store import Store
+
+    store = Store(":memory:")
+    c = store.create_conversation(mode="chat")
+    for i in range(130):
+        store.add_message(c.id, "user", f"q{i}")
+        store.add_message(c.id, "bot", f"a{i}")
+    bot = fakes.Responder(words=["ok"])
+    app = make_app(store=store, loader=fakes.Loader(chat=bot, lm=fakes.Generator()))
+    async with app.run_test(size=SIZE) as pilot:
+        await fakes.wait_for(pilot, lambda: app.chat.model is not None)
+        app.open_conversation(c.id)
+        await pilot.pause()
+        assert len(user_views(app)) + len(bot_views(app)) == chat_module.MAX_VIEWS
+        assert "60 earlier messages" in str(app.query_one("#chat-earlier").render())
+        await send(pilot, app, "next", fakes)
+        assert len(user_views(app)) + len(bot_views(app)) == chat_module.MAX_VIEWS
+        assert len(bot.calls[-1][1]) == 260  # the model still gets the whole history to choose from
+        assert "62 earlier" in str(app.query_one("#chat-earlier").render())
+
+
+async def test_stream_view_wraps_follows_and_rewraps_on_resize(make_app, fakes):
+    from chatrnn.tui.widgets import StreamView
+
+    gen = fakes.Generator("word " * 7 + "\n")
+    app = make_app(loader=fakes.Loader(chat=fakes.Responder(), lm=gen),
+                   generate_settings=GenerateSettings(length=3000))
+    async with app.run_test(size=(60, 24)) as pilot:
+        await fakes.wait_for(pilot, lambda: app.gen.model is not None)
+        await pilot.press("f3")
+        app.gen.start("")
+        await fakes.wait_for(pilot, lambda: app.gen.job.reported)
+        await pilot.pause()
+        view = app.query_one(StreamView)
+        assert view.plain == (("word " * 7 + "\n") * 100)[:3000]
+        width = view.scrollable_content_region.width
+        assert all(len(line) <= width + 1 for line in view._lines)
+        # following the end: the last line is on screen
+        assert view.scroll_offset.y <= len(view._lines) - 1 < view.scroll_offset.y + view.size.height
+        await pilot.resize_terminal(30, 24)
+        await pilot.pause()
+        narrow = view.scrollable_content_region.width
+        assert narrow < width and all(len(line) <= narrow + 1 for line in view._lines)
+        assert "".join(view._lines).replace(" ", "") == view.plain.replace("\n", "").replace(" ", "")
