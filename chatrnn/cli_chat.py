@@ -35,7 +35,7 @@ def chat_options(f):
         click.option("--val-file", type=click.Path(), default=None, help="Validate on this dialog file instead."),
         click.option("--context-turns", type=click.IntRange(0, 64), default=0, show_default=True, help="Earlier turns fed to the encoder with each prompt."),
         click.option("--max-len", type=click.IntRange(1), default=None, help="Drop pairs whose prompt or reply is longer (tokens; preset: 32)."),
-        click.option("--vocab-size", type=click.IntRange(262), default=None, help="Subword vocabulary (preset: 4000, capped for small corpora)."),
+        click.option("--vocab-size", type=click.IntRange(262), default=None, help="Subword vocabulary (preset: 2000, capped for small corpora)."),
         click.option("--tokenizer", type=click.Choice(["unigram", "bpe"]), default="unigram", show_default=True, help="sentencepiece model type."),
         click.option("--out", default=None, help="Checkpoint folder (a name under checkpoints/ or a path). Default: checkpoints/chat."),
         click.option("--preset", default=None, help="cpu (default without a GPU), gpu, tiny."),

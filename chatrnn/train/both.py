@@ -62,8 +62,12 @@ def train_both(corpus: list[str], lang: str = "english", max_time: float = 300.0
         spent = dist.max_float(spent)
     left = max(10.0, usable - spent)
     reporter.message(f"[2/2] chat model ({left:.0f}s)")
+    # One evaluation, at the end, so the checkpoint keeps the final weights: on a corpus this small
+    # validation loss rises as soon as the model starts memorising answers (held-out questions
+    # have unrelated replies), and "best by validation loss" would keep a model that cannot even
+    # answer "Hello".
     chat_opts = ChatOptions(out=root / "chat", corpus=list(corpus), lang=lang,
-                            train=TrainConfig(max_time=left, seed=seed), device=device)
+                            train=TrainConfig(max_time=left, seed=seed, evals=1), device=device)
     r2 = train_chat(chat_opts, reporter=reporter, dist=dist)
     summarize("chat", r2, reporter)
     reporter.message('try: chatrnn generate --seed "Hello"   |   chatrnn reply "Hello"   |   chatrnn chat')
