@@ -78,6 +78,19 @@ Decoding settings can also be given as flags or environment variables
 """
 
 
+class Tabs(TabbedContent):
+    """The two tabs. Unlike TabbedContent, focus moving into the hidden tab (a dialog closing
+    restores focus to where it was before a tab switch) does not switch back: the tab the user
+    (or an action) chose stays, and focus goes to its input."""
+
+    def _on_tab_pane_focused(self, event: TabPane.Focused) -> None:
+        wanted = getattr(self.app, "wanted_tab", None)
+        if wanted and event.tab_pane.id != wanted:
+            event.prevent_default()
+            event.stop()
+            self.app._focus_tab(wanted)
+
+
 class ModelLoaded(Message):
     def __init__(self, kind: str, model, name: str, error: str | None = None, missing: bool = False) -> None:
         super().__init__()
@@ -318,13 +331,14 @@ class ChatrnnApp(App):
         self.loader = loader or ModelLoader(device)
         self.load_models = load_models
         self.gen_conversation_id: int | None = None
+        self.wanted_tab = "chat"
         self._gen_lock = threading.Lock()
         self.store_message: str | None = None
 
     # ---- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
-        with TabbedContent(initial="chat", id="tabs"):
+        with Tabs(initial="chat", id="tabs"):
             with TabPane("Chat", id="chat"):
                 yield ChatPane(self.reply_settings, id="chat-pane")
             with TabPane("Generate", id="generate"):
@@ -429,20 +443,25 @@ class ChatrnnApp(App):
 
     # ---- navigation -----------------------------------------------------------------------
     def action_tab(self, name: str) -> None:
-        tabs = self.query_one(TabbedContent)
-        if tabs.active != name:
-            tabs.active = name
+        self.wanted_tab = name
+        self.query_one(TabbedContent).active = name
         self._focus_tab(name)
 
     @on(TabbedContent.TabActivated)
     def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
-        focused = self.focused
         pane = event.pane.id or "chat"
+        if pane != self.query_one(TabbedContent).active:
+            return  # a stale event: another switch came after it
+        self.wanted_tab = pane  # a click on a tab, or the tab bar's arrow keys
+        focused = self.focused
         if focused is None or not any(a.id == pane for a in focused.ancestors_with_self):
             self._focus_tab(pane)
 
     def _focus_tab(self, name: str) -> None:
-        self.query_one("#chat-input" if name == "chat" else "#gen-seed").focus()
+        """Focus the tab's input (on the main screen, even while a dialog is still closing)."""
+        target = self.query_one("#chat-input" if name == "chat" else "#gen-seed")
+        if self.screen_stack:
+            self.screen_stack[0].set_focus(target)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

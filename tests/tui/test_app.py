@@ -331,6 +331,55 @@ async def test_corrupt_database_gets_a_message_and_a_fresh_one(make_app, fakes, 
         assert app.store.list_conversations()
 
 
+async def test_locked_database_falls_back_to_memory_and_says_so(make_app, fakes, tmp_path):
+    import sqlite3
+
+    from chatrnn.tui.store import Store
+
+    db = tmp_path / "busy.sqlite3"
+    Store(db).close()
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another chatrnn mid-write, for longer than we wait
+    try:
+        app = make_app(db_path=db, loader=fakes.Loader(chat=fakes.Responder(), lm=fakes.Generator()))
+        async with app.run_test(size=SIZE) as pilot:
+            await fakes.wait_for(pilot, lambda: app.chat.model is not None)
+            assert app.store.in_memory and "will not be saved" in app.store_message
+            assert any("locked" in n.message for n in app._notifications)
+            await send(pilot, app, "hello", fakes)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+async def test_generate_session_is_stored_and_reopened(make_app, fakes):
+    app = make_app(loader=fakes.Loader(chat=fakes.Responder(), lm=fakes.Generator("abc")),
+                   generate_settings=GenerateSettings(length=9, temperature=0.4))
+    async with app.run_test(size=SIZE) as pilot:
+        await fakes.wait_for(pilot, lambda: app.gen.model is not None)
+        app.action_tab("generate")
+        app.gen.start("seed ")
+        await fakes.wait_for(pilot, lambda: app.gen.job.reported)
+        await pilot.pause(0.1)
+        (conv,) = [c for c in app.store.list_conversations() if c.mode == "generate"]
+        assert [m.text for m in app.store.messages(conv.id)] == ["seed ", "abcabcabc"]
+        app.gen.apply_settings(GenerateSettings(length=3, temperature=2.0))
+        app.query_one("#gen-output").clear_text()
+        app.action_tab("chat")
+        app.open_conversation(conv.id)
+        await pilot.pause()
+        assert app.query_one("TabbedContent").active == "generate"
+        assert app.query_one("#gen-output").plain == "seed abcabcabc"
+        assert app.gen.settings.temperature == 0.4 and app.gen.settings.length == 9
+        # ctrl+s exports the generate session too
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        from chatrnn.tui.app import PromptScreen
+
+        assert isinstance(app.screen, PromptScreen)
+        await pilot.press("escape")
+
+
 async def test_foreign_database_falls_back_to_memory(make_app, fakes, tmp_path):
     import sqlite3
 
