@@ -23,7 +23,7 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 ATTENTIONS = ("dot", "general", "concat")
 
@@ -69,6 +69,37 @@ class Encoded(NamedTuple):
     hidden: torch.Tensor  # (L, B, H) the decoder's initial state
 
 
+class StackedGRU(nn.Module):
+    """Single-layer ``nn.GRU`` modules stacked, with ``nn.Dropout`` between them.
+
+    ``nn.GRU(num_layers=N, dropout=p)`` drops between layers inside cuDNN, whose dropout state is
+    seeded once and is not part of torch's RNG state: a run resumed on a GPU would draw other
+    masks than the uninterrupted run. Dropping here uses torch's RNG, which checkpoints save, so
+    resume stays exact on every device. Accepts a tensor or a ``PackedSequence``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float, bidirectional: bool = False):
+        super().__init__()
+        dirs = 2 if bidirectional else 1
+        self.hidden_size, self.num_layers, self.dirs = hidden_size, num_layers, dirs
+        self.layers = nn.ModuleList(
+            nn.GRU(input_size if i == 0 else hidden_size * dirs, hidden_size, batch_first=True, bidirectional=bidirectional)
+            for i in range(num_layers))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, hidden: torch.Tensor | None = None):
+        """Like ``nn.GRU``: outputs, and final states (layers * directions, B, hidden)."""
+        finals = []
+        for i, rnn in enumerate(self.layers):
+            if i:
+                x = (PackedSequence(self.drop(x.data), x.batch_sizes, x.sorted_indices, x.unsorted_indices)
+                     if isinstance(x, PackedSequence) else self.drop(x))
+            h0 = None if hidden is None else hidden[i * self.dirs:(i + 1) * self.dirs]
+            x, h = rnn(x, h0)
+            finals.append(h)
+        return x, torch.cat(finals, 0)
+
+
 class Encoder(nn.Module):
     """N-layer bidirectional GRU; each direction has H/2 units so outputs are H wide."""
 
@@ -77,8 +108,7 @@ class Encoder(nn.Module):
         self.cfg = cfg
         self.embedding = embedding
         self.drop = nn.Dropout(cfg.dropout)
-        self.rnn = nn.GRU(cfg.embed, cfg.hidden // 2, num_layers=cfg.layers, batch_first=True, bidirectional=True,
-                          dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.rnn = StackedGRU(cfg.embed, cfg.hidden // 2, cfg.layers, cfg.dropout, bidirectional=True)
 
     def forward(self, src: torch.Tensor, src_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Outputs (B, S, H) with zeros at padding, and final states (L, B, H) of both directions.
@@ -157,8 +187,7 @@ class Decoder(nn.Module):
         self.embedding = embedding
         self.drop = nn.Dropout(cfg.dropout)
         in_size = cfg.embed + (cfg.hidden if cfg.input_feeding else 0)
-        self.rnn = nn.GRU(in_size, cfg.hidden, num_layers=cfg.layers, batch_first=True,
-                          dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.rnn = StackedGRU(in_size, cfg.hidden, cfg.layers, cfg.dropout)
         self.attention = Attention(cfg.attention, cfg.hidden)
         self.combine = nn.Linear(2 * cfg.hidden, cfg.hidden, bias=False)  # W_c [context; state]
 
@@ -184,15 +213,15 @@ class Decoder(nn.Module):
         return attn_h, hidden, weights
 
 
-def gru_step(rnn: nn.GRU, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """One time step of a (unidirectional, eval-mode) multi-layer ``nn.GRU``, written out:
+def gru_step(rnn: StackedGRU, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """One time step of a (unidirectional, eval-mode) :class:`StackedGRU`, written out:
     r = σ(W_ir x + W_hr h), z = σ(W_iz x + W_hz h), n = tanh(W_in x + r ⊙ W_hn h), h' = n + z ⊙ (h - n)
     (biases included as in ``nn.GRU``). Returns the new hidden state (L, B, H)."""
     out = []
-    for layer in range(rnn.num_layers):
+    for layer, cell in enumerate(rnn.layers):
         h = hidden[layer]
-        gi = F.linear(x, getattr(rnn, f"weight_ih_l{layer}"), getattr(rnn, f"bias_ih_l{layer}"))
-        gh = F.linear(h, getattr(rnn, f"weight_hh_l{layer}"), getattr(rnn, f"bias_hh_l{layer}"))
+        gi = F.linear(x, cell.weight_ih_l0, cell.bias_ih_l0)
+        gh = F.linear(h, cell.weight_hh_l0, cell.bias_hh_l0)
         i_r, i_z, i_n = gi.chunk(3, 1)
         h_r, h_z, h_n = gh.chunk(3, 1)
         r = torch.sigmoid(i_r + h_r)
@@ -226,7 +255,8 @@ class Seq2Seq(nn.Module):
         of steps at the unigram distribution before it starts to use its input), small enough that
         the tied output layer's initial logits stay moderate."""
         for rnn in (self.encoder.rnn, self.decoder.rnn):
-            for name, p in rnn.named_parameters():
+            for full_name, p in rnn.named_parameters():
+                name = full_name.rsplit(".", 1)[-1]
                 if name.startswith("weight_hh"):
                     for block in p.data.split(rnn.hidden_size, dim=0):
                         nn.init.orthogonal_(block)
