@@ -102,13 +102,18 @@ async def run(args) -> int:
     from chatrnn.tui.app import ChatrnnApp
     from chatrnn.tui.store import Store
 
-    store = Store(":memory:")
+    import tempfile
+
+    store = Store(Path(tempfile.mkdtemp(prefix="chatrnn-tui-bench-")) / "history.sqlite3")  # on disk, as for users
     app = ChatrnnApp(chat_checkpoint=args.checkpoint, lm_checkpoint=args.lm, store=store,
                      reply_settings=ReplySettings(), generate_settings=GenerateSettings(length=100000))
     ok = True
     async with app.run_test(size=(120, 40)) as pilot:
         t = time.perf_counter()
-        await until(lambda: app.chat.model is not None and app.gen.model is not None, timeout=120, step=0.01)
+        await until(lambda: not app.chat.model_loading and not app.gen.model_loading, timeout=300, step=0.01)
+        if app.chat.model is None or app.gen.model is None:
+            print("could not load the models: " + "; ".join(n.message for n in app._notifications))
+            return 2
         print(f"models loaded in {time.perf_counter() - t:.1f}s (worker thread; the UI was up meanwhile): "
               f"chat {app.chat.model_name}, char LM {app.gen.model_name}")
         box = app.query_one("#chat-input")

@@ -227,7 +227,7 @@ class ChatPane(Vertical):
         history = model_history(self.turns)
         bot = MessageView("bot", pending=True)
         job = ReplyJob(message=text, history=history, settings=replace(self.settings), model=self.model,
-                       view=bot, conversation_id=self._ensure_conversation())
+                       view=bot, conversation_id=self.conversation_id)
         job.pipe = Pipe(lambda: self.post_message(self.Drain(job)))
         self.job = job
         # The model starts before the UI does its own work (mounting, layout), on a plain thread
@@ -248,20 +248,21 @@ class ChatPane(Vertical):
         self._scroll_end()
         return True
 
-    def _ensure_conversation(self) -> int | None:
-        if self.conversation_id is None and self.store is not None:
-            try:
-                conv = self.store.create_conversation(mode="chat", checkpoint=self._checkpoint(),
-                                                      settings={"reply": to_dict(self.settings)})
-                self.conversation_id = conv.id
-                self.post_message(ConversationsChanged())
-            except ChatrnnError as e:
-                self.app.notify(str(e), severity="error", title="history")
-        return self.conversation_id
+    def _ensure_conversation(self, job: ReplyJob) -> None:
+        """In the reply thread: the first message of a new conversation creates it in the store
+        (a disk write, kept off the UI thread and out of the way of the first token)."""
+        if job.conversation_id is not None or self.store is None:
+            return
+        try:
+            conv = self.store.create_conversation(mode="chat", checkpoint=_folder(job.model),
+                                                  settings={"reply": to_dict(job.settings)})
+        except ChatrnnError as e:
+            self.post_message(Notice(str(e), "error", "history"))
+            return
+        job.conversation_id = conv.id
+        if self.job is job and self.conversation_id is None:  # not if the user moved on meanwhile
+            self.conversation_id = conv.id
 
-    def _checkpoint(self) -> str | None:
-        folder = getattr(self.model, "folder", None)
-        return str(folder) if folder is not None else None
 
     def _reply(self, job: ReplyJob) -> None:
         """The worker thread: stream the reply, then save the turn (the store is thread-safe).
@@ -310,6 +311,7 @@ class ChatPane(Vertical):
             self.post_message(ConversationsChanged())
 
     def _save_user(self, job: ReplyJob) -> None:
+        self._ensure_conversation(job)
         self._save(job, "user", job.message, None)
 
     def _save(self, job: ReplyJob, role: str, text: str, meta: dict | None) -> None:
@@ -499,6 +501,11 @@ def _one_arg(arg: str) -> str:
 
 def settings_text(s: ReplySettings) -> str:
     return "\n".join(f"{k} = {v}" for k, v in to_dict(s).items())
+
+
+def _folder(model) -> str | None:
+    folder = getattr(model, "folder", None)
+    return str(folder) if folder is not None else None
 
 
 class ConversationsChanged(Message):
