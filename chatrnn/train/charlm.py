@@ -73,9 +73,22 @@ def load_data(opts: CharLMOptions, vocab_chars: list[str] | None = None) -> Char
     return CharLMData(enc.vocab, train_arr, val_arr, enc.names)
 
 
+LARGE_BUDGET_S = 300.0
+
+
+def default_charlm_preset(device_type: str, max_time: float | None) -> str:
+    """The preset when none is named. On a CPU the best model for a run depends on its length: in
+    two minutes a small LSTM that sees the corpus several times wins; in ten, a wider one with
+    dropout does (benchmarks/charlm_shakespeare.py). A run limited by steps or epochs gets the
+    small one: its length in time is unknown."""
+    if device_type == "cuda":
+        return default_preset(device_type)
+    return "cpu-large" if max_time is not None and max_time >= LARGE_BUDGET_S else "cpu"
+
+
 def resolve_settings(opts: CharLMOptions, device: torch.device) -> tuple[dict, int, int, TrainConfig]:
     """Preset, then explicit flags: model dict (without vocab), batch size, seq len, train config."""
-    name = opts.preset or default_preset(device.type)
+    name = opts.preset or default_charlm_preset(device.type, opts.train.max_time)
     if name not in CHARLM_PRESETS:
         raise ChatrnnError(f"unknown preset {name!r}; choose from {', '.join(CHARLM_PRESETS)}")
     p = dict(CHARLM_PRESETS[name])

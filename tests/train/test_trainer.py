@@ -89,3 +89,13 @@ def test_time_budget_ends_the_run_fully_decayed(tmp_path, sample_text_file):
 def test_epoch_limit(tmp_path, sample_text_file):
     r = train_charlm(opts(tmp_path / "m", sample_text_file, max_steps=None, epochs=0.5))
     assert 0.5 <= ckpt.read_config(tmp_path / "m")["training"]["epochs"] < 0.6 and r.steps > 0
+
+
+def test_bundled_corpus_trains_offline_in_any_language(tmp_path):
+    r = train_charlm(CharLMOptions(out=tmp_path / "ko", corpus=[], lang="korean", preset="tiny",
+                                   train=TrainConfig(max_steps=3, evals=1), device="cpu"))
+    cfg = ckpt.read_config(tmp_path / "ko")
+    assert r.steps == 3 and "안" in cfg["vocab"] and cfg["corpus"]["sources"] == ["chatterbot-corpus:korean"]
+    with pytest.raises(ChatrnnError, match="klingon"):
+        train_charlm(CharLMOptions(out=tmp_path / "x", corpus=[], lang="klingon", preset="tiny",
+                                   train=TrainConfig(max_steps=1), device="cpu"))
