@@ -26,13 +26,17 @@ from textual.widgets import Input, Static
 from chatrnn.decoding import ReplySettings, set_value, to_dict
 from chatrnn.errors import ChatrnnError
 from chatrnn.tui.models import Pipe, missing_message, model_history, model_label, train_hint
-from chatrnn.tui.widgets import MessageView, Notice
+from chatrnn.tui.widgets import MessageView, Notice, transcript_text
 
 #: Most redraws of a streaming reply per second (the first token is drawn at once).
 FPS = 30
-#: Most messages kept on screen: a layout pass costs more the more bubbles there are, and every
-#: message sent mounts two. Older ones stay in the store (ctrl+s exports them all).
-MAX_VIEWS = 200
+#: Messages kept as live bubbles (with their attention view). Every widget in the conversation
+#: costs time at each layout pass (each message sent, each keystroke that resizes the input), so
+#: when there are more than FOLD_AT, all but the last KEEP_VIEWS fold into one block of text above.
+KEEP_VIEWS = 30
+FOLD_AT = 50
+#: Folded messages shown in that block (all of them stay in the store; ctrl+s exports them).
+FOLD_SHOWN = 300
 #: Attention weights are stored rounded: enough for a heatmap, a fraction of the size.
 ATTN_DIGITS = 3
 
@@ -101,7 +105,7 @@ class ChatPane(Vertical):
         self.model_loading = False
         self.conversation_id: int | None = None
         self.turns: list[tuple[str, str]] = []  # (role, text) of this conversation, for context
-        self._hidden = 0  # messages of this conversation no longer on screen (MAX_VIEWS)
+        self._folded: list[tuple[str, str]] = []  # older turns shown as one block of text
         self.job: ReplyJob | None = None
         #: perf_counter times at which the first token of each reply was on screen (benchmarks)
         self.first_token_times: list[float] = []
@@ -154,18 +158,19 @@ class ChatPane(Vertical):
     # ---- conversation --------------------------------------------------------------------
     def _show_earlier(self) -> None:
         w = self.query_one("#chat-earlier", Static)
-        w.update(f"… {self._hidden:,} earlier messages are not shown (ctrl+s exports the whole conversation)")
-        w.display = self._hidden > 0
+        shown = self._folded[-FOLD_SHOWN:]
+        w.update(transcript_text(shown, len(self._folded) - len(shown)))
+        w.display = bool(self._folded)
 
     def clear(self) -> None:
         self.action_stop()
         self.job = None
         self.conversation_id = None
         self.turns = []
-        self._hidden = 0
+        self._folded = []
         self._show_earlier()
         for v in list(self.query(MessageView)):
-            v.remove()
+            v.remove()  # (its attention view goes with it)
 
     def new_conversation(self) -> None:
         self.clear()
@@ -188,9 +193,10 @@ class ChatPane(Vertical):
                     pass  # a setting this version does not know, or out of range: keep the default
         box = self.query_one("#messages", VerticalScroll)
         self.turns = [(m.role, m.text) for m in messages]
-        views = [MessageView(m.role, m.text, meta=m.meta, message_id=m.id) for m in messages[-MAX_VIEWS:]]
-        self._hidden = len(messages) - len(views)
+        live = messages[-KEEP_VIEWS:]
+        self._folded = [(m.role, m.text) for m in messages[: len(messages) - len(live)]]
         self._show_earlier()
+        views = [MessageView(m.role, m.text, meta=m.meta, message_id=m.id) for m in live]
         if views:
             box.mount_all(views)
         self._empty("" if views else "Say something.")
@@ -239,10 +245,11 @@ class ChatPane(Vertical):
         self.query_one("#messages", VerticalScroll).mount_all([MessageView("user", text), bot])
         self.turns.append(("user", text))
         views = list(self.query(MessageView))
-        if len(views) > MAX_VIEWS:
-            for old in views[: len(views) - MAX_VIEWS]:
+        if len(views) > FOLD_AT:
+            fold = views[: len(views) - KEEP_VIEWS]
+            self._folded += [(v.role, v.text.strip()) for v in fold]
+            for old in fold:
                 old.remove()
-            self._hidden += len(views) - MAX_VIEWS
             self._show_earlier()
         self._status("replying…  (Esc stops)")
         self._scroll_end()

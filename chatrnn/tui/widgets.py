@@ -16,7 +16,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
-from textual.containers import HorizontalScroll, Vertical
+from textual.containers import HorizontalScroll
 from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
@@ -165,14 +165,15 @@ class AttentionView(Static):
         self.update(heatmap_text(rows, cols, weights))
 
 
-class MessageView(Vertical, can_focus=True):
-    """One turn of the conversation. A bot turn can show its attention heatmap (``a`` toggles)."""
+class MessageView(Static, can_focus=True):
+    """One turn of the conversation, as one widget (every widget in the conversation costs
+    layout time at each message sent). A bot turn can show its attention heatmap, mounted
+    beside it when first asked for (``a`` on the focused reply, ctrl+t for the last one)."""
 
     BINDINGS = [Binding("a", "toggle_attention", "Attention", show=True)]
 
     def __init__(self, role: str, text: str = "", *, pending: bool = False, meta: dict | None = None,
                  message_id: int | None = None) -> None:
-        super().__init__(classes=f"message {role}")
         self.role = role
         self.text = text
         self.message_id = message_id
@@ -182,20 +183,15 @@ class MessageView(Vertical, can_focus=True):
         self.pieces: list[str] = []
         self.prompt_pieces: list[str] = []
         self.attention: list[list[float]] = []
-        self._lines = 0
         if meta:
             self.pieces = list(meta.get("pieces") or [])
             self.prompt_pieces = list(meta.get("prompt_pieces") or [])
             self.attention = [list(r) for r in (meta.get("attention") or [])]
             self.cancelled = bool(meta.get("cancelled"))
-        self.body = Static(self._render_body(), classes="body")
+        self._lines = 2 if pending else 0  # "Bot" and "…": what a pending reply starts as
         self.attn_box: HorizontalScroll | None = None
         self.attn_view: AttentionView | None = None
-
-    def compose(self):
-        # one Static for name and text (and the heatmap only once asked for): every widget
-        # mounted per message costs layout time between a key press and the reply on screen
-        yield self.body
+        super().__init__(self._render_body(), classes=f"message {role}")
 
     def _render_body(self) -> Text:
         shown = clean_text(self.text.strip() if self.role == "bot" else self.text)
@@ -239,15 +235,19 @@ class MessageView(Vertical, can_focus=True):
         """Redraw the text; a layout pass (which repaints the whole screen) only when the number
         of lines changed, not for every token of a streaming reply."""
         text = self._render_body()
-        width = self.body.size.width
+        width = self.size.width
         layout = True
         if width > 0 and self.is_mounted:
             lines = len(text.wrap(self.app.console, width))
             layout = lines != self._lines
             self._lines = lines
-        self.body.update(text, layout=layout)
+        self.update(text, layout=layout)
         if self.attn_box is not None and self.attn_box.display:
             self._draw_attention()
+
+    def on_unmount(self) -> None:
+        if self.attn_box is not None:
+            self.attn_box.remove()
 
     # attention -----------------------------------------------------------------------------
     @property
@@ -261,11 +261,11 @@ class MessageView(Vertical, can_focus=True):
         if self.role != "bot":
             return
         if self.attn_box is None:
-            if not on:
+            if not on or self.parent is None:
                 return
             self.attn_view = AttentionView(classes="attention")
             self.attn_box = HorizontalScroll(self.attn_view, classes="attention-box")
-            self.mount(self.attn_box)
+            self.parent.mount(self.attn_box, after=self)
         self.attn_box.display = on
         if on:
             self._draw_attention()
@@ -273,6 +273,20 @@ class MessageView(Vertical, can_focus=True):
     def _draw_attention(self) -> None:
         if self.attn_view is not None:
             self.attn_view.set_data(self.pieces, self.prompt_pieces, self.attention)
+
+
+def transcript_text(turns: list[tuple[str, str]], hidden: int = 0) -> Text:
+    """Older turns, folded into one block of text above the live messages."""
+    out = Text()
+    if hidden:
+        out.append(f"… {hidden:,} earlier messages not shown (ctrl+s exports the whole conversation)\n\n",
+                   style="italic")
+    for i, (role, text) in enumerate(turns):
+        out.append("You: " if role == "user" else "Bot: ", style="bold " + ("cyan" if role == "user" else "green"))
+        out.append(clean_text(text, 1000))
+        if i < len(turns) - 1:
+            out.append("\n")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -475,7 +475,7 @@ async def test_odd_messages_never_crash(make_app, fakes, text):
         assert bot.calls[-1][0] == text
         stored = app.store.messages(app.chat.conversation_id)
         assert stored[0].text == text  # kept exactly, whatever the bubble shows
-        assert len(str(user_views(app)[0].body.render())) < 10_000
+        assert len(str(user_views(app)[0].render())) < 10_000
 
 
 async def test_empty_and_blank_messages_are_ignored(make_app, fakes):
@@ -553,12 +553,16 @@ async def test_long_conversation_keeps_the_screen_light_but_the_context_whole(ma
         await fakes.wait_for(pilot, lambda: app.chat.model is not None)
         app.open_conversation(c.id)
         await pilot.pause()
-        assert len(user_views(app)) + len(bot_views(app)) == chat_module.MAX_VIEWS
-        assert "60 earlier messages" in str(app.query_one("#chat-earlier").render())
-        await send(pilot, app, "next", fakes)
-        assert len(user_views(app)) + len(bot_views(app)) == chat_module.MAX_VIEWS
-        assert len(bot.calls[-1][1]) == 260  # the model still gets the whole history to choose from
-        assert "62 earlier" in str(app.query_one("#chat-earlier").render())
+        live = len(user_views(app)) + len(bot_views(app))
+        assert live == chat_module.KEEP_VIEWS
+        earlier = str(app.query_one("#chat-earlier").render())
+        assert "You: q0" in earlier and "Bot: a114" in earlier and "q115" not in earlier
+        for i in range(11):  # 30 + 22 > FOLD_AT: the oldest fold into the block again
+            await send(pilot, app, f"next {i}", fakes)
+        live = len(user_views(app)) + len(bot_views(app))
+        assert live <= chat_module.FOLD_AT
+        assert "Bot: a125" in str(app.query_one("#chat-earlier").render())  # the oldest live ones folded
+        assert len(bot.calls[-1][1]) == 260 + 20  # the model still gets the whole history to choose from
 
 
 async def test_stream_view_wraps_follows_and_rewraps_on_resize(make_app, fakes):
