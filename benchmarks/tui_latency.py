@@ -194,7 +194,7 @@ def main() -> None:
     ap.add_argument("--lm", default=None, help="char LM checkpoint (default: checkpoints/charlm)")
     ap.add_argument("--messages", type=int, default=20)
     ap.add_argument("--keys", type=int, default=20)
-    ap.add_argument("--stream-len", type=int, default=600, help="tokens of the long reply keys are pressed during")
+    ap.add_argument("--stream-len", type=int, default=3000, help="tokens of the long reply keys are pressed during")
     ap.add_argument("--train-steps", type=int, default=30)
     args = ap.parse_args()
     args.checkpoint, args.lm = ensure_models(args.checkpoint, args.lm, args.train_steps)
