@@ -7,10 +7,15 @@ validation loss on a 2-core CPU in a few minutes. The GPU presets use a GPU's wi
 from __future__ import annotations
 
 CHARLM_PRESETS: dict[str, dict] = {
-    # name: model shape + batch shape + learning rate
+    # name: model shape + batch shape + learning rate. On a CPU the number of *updates* a run gets
+    # matters more than anything: the per-character cost of an LSTM step is flat in the batch size
+    # (the matrix products are compute-bound), so small batches of short windows buy more updates
+    # for the same time. Measured on Tiny Shakespeare (val = last 10%), same characters seen:
+    # B32xT128 reached 2.15 after 0.5 M chars where B16xT64 reached 1.92; T32 with lr 6e-3 beat T64;
+    # dropout 0.1 narrowed a 0.2 train/val gap. The train-val gap is mostly the val plays' shift.
     "tiny": dict(cell="lstm", layers=1, hidden=64, embed=16, dropout=0.0, batch_size=8, seq_len=32, lr=1e-2),
-    "cpu": dict(cell="lstm", layers=2, hidden=256, embed=64, dropout=0.0, batch_size=32, seq_len=128, lr=4e-3),
-    "cpu-large": dict(cell="lstm", layers=2, hidden=512, embed=64, dropout=0.1, batch_size=32, seq_len=128, lr=3e-3),
+    "cpu": dict(cell="lstm", layers=2, hidden=192, embed=64, dropout=0.1, batch_size=16, seq_len=32, lr=6e-3),
+    "cpu-large": dict(cell="lstm", layers=2, hidden=384, embed=64, dropout=0.15, batch_size=16, seq_len=64, lr=4e-3),
     "gpu": dict(cell="lstm", layers=3, hidden=1024, embed=128, dropout=0.2, batch_size=128, seq_len=256, lr=2e-3),
     "gpu-small": dict(cell="lstm", layers=2, hidden=512, embed=64, dropout=0.1, batch_size=64, seq_len=256, lr=3e-3),
 }
