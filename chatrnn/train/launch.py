@@ -38,8 +38,11 @@ def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | No
     finally:
         if dist is not None:
             dist.close()
-    if result.interrupted:
-        raise SystemExit(130)  # the shell's convention for "stopped by Ctrl-C", after a clean save
+    if result.interrupted and (dist is None or dist.is_main):
+        # The shell's convention for "stopped by Ctrl-C", after a clean save. Under torchrun only
+        # rank 0 says so: the save was collective, so the other ranks are done, and a non-zero exit
+        # from them first would make torchrun SIGTERM rank 0 while it is still exiting.
+        raise SystemExit(130)
     return result
 
 
