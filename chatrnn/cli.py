@@ -112,24 +112,15 @@ def train(ctx: click.Context, corpus, lang, max_time, device, seed, quiet, dry_r
              dry_run=dry_run)
 
 
-def charlm_options(f):
-    """The flags of ``train charlm`` (shared with the distributed launcher's dry run)."""
-    opts = [
-        click.option("--corpus", "corpus", multiple=True, type=click.Path(), help="UTF-8 text file or folder of .txt files (repeatable). Default: the bundled chatterbot-corpus."),
-        click.option("--lang", default="english", show_default=True, help="Language of the bundled corpus (when no --corpus)."),
-        click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files."),
-        click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Tail of the corpus held out for validation."),
-        click.option("--val-file", type=click.Path(), default=None, help="Validate on this file instead of the tail."),
-        click.option("--out", default=None, help="Checkpoint folder (a name under checkpoints/ or a path). Default: checkpoints/charlm."),
-        click.option("--preset", default=None, help="cpu (default without a GPU), cpu-large, gpu, gpu-small, tiny."),
-        click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default=None, help="Recurrent cell (preset: lstm)."),
-        click.option("--layers", type=click.IntRange(1, 16), default=None),
-        click.option("--hidden", type=click.IntRange(1), default=None),
-        click.option("--embed", type=click.IntRange(1), default=None),
-        click.option("--dropout", type=click.FloatRange(0, 0.9), default=None),
-        click.option("--tie-weights/--no-tie-weights", default=None, help="Share the embedding with the output layer."),
-        click.option("--batch-size", type=click.IntRange(1), default=None, help="Rows trained in parallel (global, over all ranks)."),
-        click.option("--seq-len", type=click.IntRange(1), default=None, help="Characters per truncated-BPTT window."),
+def _apply(f, opts):
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def training_options(f):
+    """Run-control and optimiser flags, the same for both models (read by :func:`train_config_from`)."""
+    return _apply(f, [
         click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Peak learning rate (preset's by default)."),
         click.option("--weight-decay", type=float, default=0.01, show_default=True),
         click.option("--warmup", "warmup_steps", type=click.IntRange(0), default=50, show_default=True, help="Warmup steps."),
@@ -143,32 +134,55 @@ def charlm_options(f):
         click.option("--seed", type=int, default=1337, show_default=True),
         click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps."),
         click.option("--threads", type=click.IntRange(1), default=None, envvar="CHATRNN_THREADS",
-                     help="CPU: threads that each train a slice of the batch (default: the cores)."),
+                     help="CPU, char LM: threads that each train a slice of the batch (default: the cores)."),
         click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on with CUDA)."),
         click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (first steps slower)."),
         click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
         click.option("--dry-run", is_flag=True, help="Print the plan (device, ranks, model size, steps, memory) and exit."),
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
-    ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    ])
+
+
+def train_config_from(kw: dict):
+    """The :class:`TrainConfig` of :func:`training_options`' flags; 3 minutes when no limit is given
+    (a resumed run keeps its stored limits unless new ones are typed)."""
+    from chatrnn.train.trainer import TrainConfig
+
+    max_steps, epochs, max_time = _limits(kw["max_steps"], kw["epochs"], kw["max_time"], None if kw["resume"] else 180.0)
+    return TrainConfig(max_steps=max_steps, epochs=epochs, max_time=max_time, lr=kw["lr"] or TrainConfig.lr,
+                       min_lr_ratio=kw["min_lr_ratio"], warmup_steps=kw["warmup_steps"], weight_decay=kw["weight_decay"],
+                       grad_clip=kw["grad_clip"], evals=kw["evals"], eval_every=kw["eval_every"], seed=kw["seed"],
+                       amp=kw["amp"], threads=kw["threads"], compile=kw["compile_model"])
+
+
+def charlm_options(f):
+    """The flags of ``train charlm``."""
+    return training_options(_apply(f, [
+        click.option("--corpus", "corpus", multiple=True, type=click.Path(), help="UTF-8 text file or folder of .txt files (repeatable). Default: the bundled chatterbot-corpus."),
+        click.option("--lang", default="english", show_default=True, help="Language of the bundled corpus (when no --corpus)."),
+        click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files."),
+        click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Tail of the corpus held out for validation."),
+        click.option("--val-file", type=click.Path(), default=None, help="Validate on this file instead of the tail."),
+        click.option("--out", default=None, help="Checkpoint folder (a name under checkpoints/ or a path). Default: checkpoints/charlm."),
+        click.option("--preset", default=None, help="cpu, cpu-large, gpu, gpu-small, tiny (default: gpu on CUDA; on a CPU cpu, or cpu-large for --max-time of 5m or more)."),
+        click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default=None, help="Recurrent cell (preset: lstm)."),
+        click.option("--layers", type=click.IntRange(1, 16), default=None),
+        click.option("--hidden", type=click.IntRange(1), default=None),
+        click.option("--embed", type=click.IntRange(1), default=None),
+        click.option("--dropout", type=click.FloatRange(0, 0.9), default=None),
+        click.option("--tie-weights/--no-tie-weights", default=None, help="Share the embedding with the output layer."),
+        click.option("--batch-size", type=click.IntRange(1), default=None, help="Rows trained in parallel (global, over all ranks)."),
+        click.option("--seq-len", type=click.IntRange(1), default=None, help="Characters per truncated-BPTT window."),
+    ]))
 
 
 def build_charlm_options(kw: dict):
     from chatrnn.train.charlm import CharLMOptions
-    from chatrnn.train.trainer import TrainConfig
 
-    max_steps, epochs, max_time = _limits(kw["max_steps"], kw["epochs"], kw["max_time"], None if kw["resume"] else 180.0)
-    train_cfg = TrainConfig(max_steps=max_steps, epochs=epochs, max_time=max_time, lr=kw["lr"] or TrainConfig.lr,
-                            min_lr_ratio=kw["min_lr_ratio"], warmup_steps=kw["warmup_steps"], weight_decay=kw["weight_decay"],
-                            grad_clip=kw["grad_clip"], evals=kw["evals"], eval_every=kw["eval_every"], seed=kw["seed"], amp=kw["amp"],
-                            threads=kw["threads"],
-                            compile=kw.get("compile_model", False))
     model = {k: kw[k] for k in ("cell", "layers", "hidden", "embed", "dropout", "tie_weights")}
     return CharLMOptions(out=_out_path(kw["out"], "charlm"), corpus=list(kw["corpus"]), lang=kw["lang"], encoding=kw["encoding"],
                          val_fraction=kw["val_fraction"], val_file=kw["val_file"], preset=kw["preset"], model=model,
-                         batch_size=kw["batch_size"], seq_len=kw["seq_len"], train=train_cfg, lr_given=kw["lr"] is not None,
+                         batch_size=kw["batch_size"], seq_len=kw["seq_len"], train=train_config_from(kw), lr_given=kw["lr"] is not None,
                          device=kw["device"], resume=kw["resume"])
 
 

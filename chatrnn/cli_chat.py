@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from chatrnn.cli import CONTEXT, ChatrnnGroup, _duration, _limits, _out_path, _reporter, cli, train  # noqa: F401
+from chatrnn.cli import CONTEXT, _apply, _out_path, _reporter, cli, train, train_config_from, training_options
 from chatrnn.errors import ChatrnnError
 
 FORMATS = ("csv", "tsv", "jsonl", "cornell", "chatterbot", "transcript")
@@ -50,42 +50,19 @@ def chat_options(f):
         click.option("--label-smoothing", type=click.FloatRange(0, 0.5), default=None, help="Preset: 0.1."),
         click.option("--teacher-forcing", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Share of batches decoded from the reference reply."),
         click.option("--tf-decay", type=click.FloatRange(0, 1), default=1.0, show_default=True, help="Multiply the teacher forcing ratio by this every epoch."),
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Peak learning rate (preset's by default)."),
-        click.option("--weight-decay", type=float, default=0.01, show_default=True),
-        click.option("--warmup", "warmup_steps", type=click.IntRange(0), default=50, show_default=True, help="Warmup steps."),
-        click.option("--min-lr-ratio", type=click.FloatRange(0, 1), default=0.05, show_default=True),
-        click.option("--grad-clip", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True),
-        click.option("--max-steps", type=click.IntRange(1), default=None),
-        click.option("--epochs", type=click.FloatRange(0, min_open=True), default=None),
-        click.option("--max-time", callback=_duration, default=None, help="Wall-clock budget, e.g. 110s, 10m, 1h (default 3m when no limit is given)."),
-        click.option("--evals", type=click.IntRange(1), default=6, show_default=True, help="Evaluations per run (the last at the end)."),
-        click.option("--eval-every", type=click.IntRange(1), default=None, help="Evaluate every N steps instead."),
-        click.option("--seed", type=int, default=1337, show_default=True),
-        click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps."),
-        click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on with CUDA)."),
-        click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
-        click.option("--dry-run", is_flag=True, help="Print the plan (device, ranks, model size, steps, memory) and exit."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress output."),
     ]
-    for o in reversed(opts):
-        f = o(f)
-    return f
+    return training_options(_apply(f, opts))
 
 
 def build_chat_options(kw: dict):
     from chatrnn.train.chat import ChatOptions
-    from chatrnn.train.trainer import TrainConfig
 
-    max_steps, epochs, max_time = _limits(kw["max_steps"], kw["epochs"], kw["max_time"], None if kw["resume"] else 180.0)
-    train_cfg = TrainConfig(max_steps=max_steps, epochs=epochs, max_time=max_time, lr=kw["lr"] or TrainConfig.lr,
-                            min_lr_ratio=kw["min_lr_ratio"], warmup_steps=kw["warmup_steps"], weight_decay=kw["weight_decay"],
-                            grad_clip=kw["grad_clip"], evals=kw["evals"], eval_every=kw["eval_every"], seed=kw["seed"], amp=kw["amp"])
     model = {k: kw[k] for k in ("embed", "hidden", "layers", "attention", "dropout", "tie_weights", "input_feeding")}
     return ChatOptions(out=_out_path(kw["out"], "chat"), corpus=list(kw["corpus"]), lang=kw["lang"], fmt=kw["fmt"],
                        columns=kw["columns"], encoding=kw["encoding"], val_fraction=kw["val_fraction"], val_file=kw["val_file"],
                        context_turns=kw["context_turns"], max_len=kw["max_len"], vocab_size=kw["vocab_size"],
                        tokenizer=kw["tokenizer"], model=model, batch_size=kw["batch_size"], label_smoothing=kw["label_smoothing"],
-                       teacher_forcing=kw["teacher_forcing"], tf_decay=kw["tf_decay"], train=train_cfg,
+                       teacher_forcing=kw["teacher_forcing"], tf_decay=kw["tf_decay"], train=train_config_from(kw),
                        lr_given=kw["lr"] is not None, device=kw["device"], resume=kw["resume"], preset=kw["preset"])
 
 
