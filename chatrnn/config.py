@@ -6,6 +6,21 @@ validation loss on a 2-core CPU in a few minutes. The GPU presets use a GPU's wi
 
 from __future__ import annotations
 
+from dataclasses import asdict, fields
+
+
+class JsonConfig:
+    """Mixin for the dataclasses stored in ``config.json``: keys this version does not know (from
+    a newer chatrnn, or a removed setting) are ignored on load rather than failing it."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict | None):
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
 CHARLM_PRESETS: dict[str, dict] = {
     # name: model shape + batch shape + learning rate. On a CPU the number of *updates* a run gets
     # matters more than anything: the per-character cost of an LSTM step is flat in the batch size

@@ -6,17 +6,19 @@ sampling at batch 1 (where calling ``nn.LSTM`` once per character is dominated b
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from chatrnn.config import JsonConfig
+
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
 
 @dataclass
-class CharLMConfig:
+class CharLMConfig(JsonConfig):
     vocab_size: int
     cell: str = "lstm"
     layers: int = 2
@@ -25,13 +27,6 @@ class CharLMConfig:
     dropout: float = 0.0
     tie_weights: bool = False
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CharLMConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]

@@ -17,7 +17,7 @@ Shapes: B batch, S source (prompt) length, T target (reply) length, H hidden, E 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -25,11 +25,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from chatrnn.config import JsonConfig
+
 ATTENTIONS = ("dot", "general", "concat")
 
 
 @dataclass
-class Seq2SeqConfig:
+class Seq2SeqConfig(JsonConfig):
     vocab_size: int
     embed: int = 256
     hidden: int = 256  # encoder output width (both directions together) and decoder state width
@@ -51,13 +53,6 @@ class Seq2SeqConfig:
         if self.hidden % 2:
             raise ValueError("hidden must be even: the encoder splits it over two directions")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Seq2SeqConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class Encoded(NamedTuple):

@@ -13,20 +13,21 @@ import math
 import random
 import signal
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
 
 from chatrnn import checkpoint as ckpt
+from chatrnn.config import JsonConfig
 from chatrnn.device import autocast_dtype
 from chatrnn.errors import ChatrnnError
 from chatrnn.train.progress import Reporter
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Optimisation and run-control settings (the model's own shape lives in its config)."""
 
     max_steps: int | None = None
@@ -44,13 +45,6 @@ class TrainConfig:
     threads: int | None = None  # CPU: batch shards run in parallel (default: the physical cores)
     compile: bool = False  # torch.compile the training model (RNN layers graph-break: helps the rest)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 class Task(Protocol):
