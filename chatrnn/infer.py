@@ -22,19 +22,34 @@ from chatrnn.models.charlm import CharLM, CharLMConfig, LeanStepper
 from chatrnn.models.sampling import draw, next_token_probs, top_candidates
 
 
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_before = 1
+
+
 @contextmanager
 def single_thread(enabled: bool = True):
     """Batch-1 matrix-vector products run faster on one thread than split across cores (the split
-    costs more than it saves at this size), so sampling on the CPU runs single-threaded."""
+    costs more than it saves at this size), so sampling on the CPU runs single-threaded.
+
+    torch's thread count is process-wide and streams may overlap (the TUI's two tabs), so the first
+    stream in saves the setting and the last one out restores it."""
+    global _threads_users, _threads_before
     if not enabled:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_before = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_users += 1
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_before)
 
 
 @dataclass
@@ -89,17 +104,17 @@ class Generator:
         if not ids:
             ids = [self.vocab.index.get("\n", 0)]
         gen = torch.Generator().manual_seed(rng_seed) if rng_seed is not None else None
-        with single_thread(self._lean):
+        with single_thread(self._lean):  # for the whole stream: restored when it ends or is closed
             step = self._stepper(ids)
             logits = step(None)
-        for _ in range(length):
-            if cancel is not None and cancel.is_set():
-                return
-            probs = next_token_probs(logits if self._lean else logits.float().cpu(), temperature, top_k, top_p)
-            nxt = int(torch.argmax(probs).item()) if temperature <= 0 else draw(probs, gen)
-            cands = [(self.vocab.chars[i], p) for i, p in top_candidates(probs, candidates)] if candidates else []
-            yield GenToken(self.vocab.chars[nxt], cands)
-            with single_thread(self._lean):
+            chars = self.vocab.chars
+            for _ in range(length):
+                if cancel is not None and cancel.is_set():
+                    return
+                probs = next_token_probs(logits if self._lean else logits.float().cpu(), temperature, top_k, top_p)
+                nxt = int(torch.argmax(probs).item()) if temperature <= 0 else draw(probs, gen)
+                cands = [(chars[i], p) for i, p in top_candidates(probs, candidates)] if candidates else []
+                yield GenToken(chars[nxt], cands)
                 logits = step(nxt)
 
     def _stepper(self, prime: list[int]):

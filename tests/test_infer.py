@@ -60,3 +60,21 @@ def test_missing_or_corrupt_checkpoint_is_a_clear_error(tmp_path, tiny_charlm):
     (bad / ckpt.BEST_WEIGHTS).write_bytes(b"garbage")
     with pytest.raises(ChatrnnError, match="corrupt"):
         Generator.load(bad)
+
+
+def test_overlapping_streams_restore_the_thread_count(tiny_charlm):
+    import torch
+
+    torch.set_num_threads(2)
+    try:
+        g = Generator.load(tiny_charlm)
+        a, b = g.stream("R", length=50), g.stream("J", length=50)
+        next(a)
+        next(b)
+        assert torch.get_num_threads() == 1
+        a.close()  # the first out must not restore while the other still samples
+        assert torch.get_num_threads() == 1
+        list(b)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
