@@ -231,6 +231,53 @@ class ChatTask:
                                ignore_index=pad, label_smoothing=self.label_smoothing)
         return loss, int((batch.tgt_out != pad).sum())
 
+    # ----- CPU: the batch's pairs sharded over threads (see cpu_parallel.py) --------------------
+    cpu_shardable = True
+    pool = None  # set by the trainer while it runs
+
+    @property
+    def max_shards(self) -> int:
+        return self.batch_size
+
+    def forward_backward(self, model: torch.nn.Module, batch: ChatBatch, pool) -> tuple[float, int]:
+        """The gradients of ``loss(...).backward()`` on the whole batch, computed by ``pool.n``
+        threads on slices of the pairs: each slice's summed token loss is divided by the whole
+        batch's token count, so the slices add up to the batch's mean. The teacher-forcing draw is
+        made once per batch, as in :meth:`loss`; with dropout the slices' forward passes take turns
+        in slice order so the masks (torch's global generator) are the same from run to run."""
+        import threading
+
+        from chatrnn.train.cpu_parallel import shard_bounds, sum_gradients
+
+        ratio = self.tf_ratio()
+        forced = True if ratio >= 1.0 else bool(torch.rand(()) < ratio)
+        pad = self.model.cfg.pad_id
+        total = int((batch.tgt_out != pad).sum())
+        bounds = [b for b in shard_bounds(batch.src.size(0), pool.n) if b[1] > b[0]]
+        params = [p for p in model.parameters() if p.requires_grad]
+        ordered = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+        turns = [threading.Event() for _ in bounds]
+        turns[0].set()
+
+        def work(i: int):
+            if i >= len(bounds):
+                return None
+            lo, hi = bounds[i]
+            if ordered:
+                turns[i].wait()
+            try:
+                logits, _ = model(batch.src[lo:hi], batch.src_len[lo:hi], batch.tgt_in[lo:hi], teacher_forcing=forced)
+            finally:
+                if ordered and i + 1 < len(turns):
+                    turns[i + 1].set()
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch.tgt_out[lo:hi].reshape(-1),
+                                   ignore_index=pad, label_smoothing=self.label_smoothing, reduction="sum") / total
+            return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
+
+        results = [r for r in pool.map(work) if r is not None]
+        sum_gradients(params, [r[1] for r in results])
+        return float(sum(float(r[0]) for r in results)), total
+
     def evaluate(self, model: Seq2Seq, autocast: torch.dtype | None = None) -> dict:
         val = self.data.val[self.rank::self.world]  # DDP: each rank scores its share; the trainer sums them
         return score_examples(model, val, self.device, self.eval_batch_size, autocast)

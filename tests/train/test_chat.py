@@ -163,3 +163,24 @@ def test_dry_run_plan(tmp_path):
     text = "\n".join(lines)
     assert "chat model" in text and "MiB" in text
     assert not (tmp_path / "ck").exists()
+
+
+def test_cpu_shards_match_one_thread(tmp_path):
+    """Two batch shards on two threads give the one-thread run's weights (up to float summation
+    order) without dropout, and with dropout the same weights every time (masks and teacher
+    forcing drawn in a fixed order)."""
+    corpus = write_csv(tmp_path / "c.csv", ROWS)
+
+    def run(name, threads, dropout):
+        o = ChatOptions(out=tmp_path / name, corpus=[str(corpus)], preset="tiny", device="cpu", model={"dropout": dropout},
+                        teacher_forcing=0.5, batch_size=6, label_smoothing=0.1,
+                        train=TrainConfig(max_steps=6, evals=1, warmup_steps=2, seed=3, threads=threads))
+        train_chat(o)
+        return ckpt.load_weights(tmp_path / name, ckpt.LAST_WEIGHTS)
+
+    one, two = run("one", 1, 0.0), run("two", 2, 0.0)
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
+    a, b = run("a", 2, 0.2), run("b", 2, 0.2)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
