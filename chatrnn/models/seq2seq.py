@@ -90,7 +90,15 @@ class StackedGRU(nn.Module):
                 x = (PackedSequence(self.drop(x.data), x.batch_sizes, x.sorted_indices, x.unsorted_indices)
                      if isinstance(x, PackedSequence) else self.drop(x))
             h0 = None if hidden is None else hidden[i * self.dirs:(i + 1) * self.dirs]
-            x, h = rnn(x, h0)
+            data = x.data if isinstance(x, PackedSequence) else x
+            if torch.is_autocast_enabled(data.device.type):
+                # The recurrence stays in float32 under autocast, as in the char LM: CUDA autocast
+                # runs cuDNN RNNs in float16 whatever dtype it was given, and we do no loss scaling.
+                x = x.to(torch.float32) if isinstance(x, PackedSequence) else x.float()
+                with torch.autocast(data.device.type, enabled=False):
+                    x, h = rnn(x, None if h0 is None else h0.float())
+            else:
+                x, h = rnn(x, h0)
             finals.append(h)
         return x, torch.cat(finals, 0)
 

@@ -111,3 +111,20 @@ def test_dropout_uses_torch_rng_so_resume_can_replay_it():
     torch.manual_seed(1)
     b, _ = m(src, torch.tensor([3]), tgt)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_gru_recurrence_stays_float32_under_autocast():
+    """CUDA autocast would run cuDNN GRUs in float16 (no loss scaling here); CPU bf16 checks the guard."""
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from chatrnn.models.seq2seq import StackedGRU
+
+    torch.manual_seed(0)
+    g = StackedGRU(8, 6, 2, 0.0, bidirectional=True)
+    x, lens = torch.randn(3, 5, 8), torch.tensor([5, 3, 2])
+    ref, h_ref = g(pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, h = g(pack_padded_sequence(x.bfloat16(), lens, batch_first=True, enforce_sorted=False))
+    assert out.data.dtype == torch.float32 and h.dtype == torch.float32
+    assert torch.allclose(out.data, ref.data, atol=2e-2) and torch.allclose(h, h_ref, atol=2e-2)
