@@ -26,7 +26,7 @@ from textual.widgets import Input, Static
 from chatrnn.decoding import ReplySettings, set_value, to_dict
 from chatrnn.errors import ChatrnnError
 from chatrnn.tui.models import Pipe, missing_message, model_history, model_label, train_hint
-from chatrnn.tui.widgets import MessageView, Notice, transcript_text
+from chatrnn.tui.widgets import JobMessage, MessageView, Notice, transcript_text
 
 #: Most redraws of a streaming reply per second (the first token is drawn at once).
 FPS = 30
@@ -84,17 +84,11 @@ class ChatPane(Vertical):
         Binding("ctrl+t", "toggle_attention", "Attention"),
     ]
 
-    class Drain(Message):
-        def __init__(self, job: ReplyJob) -> None:
-            super().__init__()
-            self.job = job
+    class Drain(JobMessage):
+        """New reply tokens are waiting in ``job``."""
 
-    class Replied(Message):
+    class Replied(JobMessage):
         """A reply finished (done, stopped or failed)."""
-
-        def __init__(self, job: ReplyJob) -> None:
-            super().__init__()
-            self.job = job
 
     def __init__(self, settings: ReplySettings | None = None, **kw) -> None:
         super().__init__(**kw)

@@ -21,7 +21,7 @@ from textual.widgets import Input, Label, Static
 from chatrnn.decoding import GenerateSettings, set_value
 from chatrnn.errors import ChatrnnError
 from chatrnn.tui.models import Pipe, missing_message, model_label, train_hint
-from chatrnn.tui.widgets import CandidatesView, Notice, StreamView, TemperatureBar
+from chatrnn.tui.widgets import CandidatesView, JobMessage, Notice, StreamView, TemperatureBar
 
 #: Candidates asked of the model at every step (cheap: a top-k over the vocabulary).
 CANDIDATES = 8
@@ -61,17 +61,11 @@ class GeneratePane(Vertical):
         Binding("ctrl+t", "toggle_candidates", "Candidates"),
     ]
 
-    class Drain(Message):
-        def __init__(self, job: GenJob) -> None:
-            super().__init__()
-            self.job = job
+    class Drain(JobMessage):
+        """New characters are waiting in ``job``."""
 
-    class Finished(Message):
+    class Finished(JobMessage):
         """A run ended (done, stopped or failed) and is drawn; the generation thread stored it."""
-
-        def __init__(self, job: GenJob) -> None:
-            super().__init__()
-            self.job = job
 
     def __init__(self, settings: GenerateSettings | None = None, **kw) -> None:
         super().__init__(**kw)

@@ -86,6 +86,15 @@ class Notice(Message):
         self.title = title
 
 
+class JobMessage(Message):
+    """About one streaming job of a pane (a reply or a generation run): tokens to drain, or its end.
+    Posted from the job's thread; the pane subclasses it per event, so handlers keep their names."""
+
+    def __init__(self, job) -> None:
+        super().__init__()
+        self.job = job
+
+
 # ---------------------------------------------------------------------------------------------
 # colours
 
