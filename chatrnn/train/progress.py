@@ -22,6 +22,7 @@ class Reporter:
         self._val = "—"
 
     def start(self, description: str) -> None:
+        self._val = "—"  # one reporter may show several runs (`chatrnn train`): no stale val loss
         if self.quiet:
             return
         self.message(description)
