@@ -82,6 +82,7 @@ class Evil:
         return (os.system, ("touch pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_train_state_is_never_unpickled_unsafely(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with open(tmp_path / ckpt.TRAIN_STATE, "wb") as f:
