@@ -60,11 +60,6 @@ class GenToken:
     candidates: list[tuple[str, float]] = field(default_factory=list)
 
 
-def _load_module(folder: Path, kind: str, device: str | torch.device) -> tuple[dict, dict]:
-    cfg = ckpt.read_config(folder, kind)
-    return cfg, ckpt.load_weights(folder)
-
-
 class Generator:
     """Sampling from a char LM checkpoint, one character at a time."""
 
@@ -79,7 +74,7 @@ class Generator:
     @classmethod
     def load(cls, name: str | Path | None = None, device: str | torch.device = "cpu") -> "Generator":
         folder = ckpt.resolve_checkpoint(name, "charlm")
-        cfg, weights = _load_module(folder, "charlm", device)
+        cfg, weights = ckpt.read_config(folder, "charlm"), ckpt.load_weights(folder)
         try:
             model = CharLM(CharLMConfig.from_dict(cfg["model"]))
             model.load_state_dict(weights)
