@@ -176,9 +176,24 @@ class DistContext:
     def barrier(self) -> None:
         torch.distributed.barrier(group=self.ctrl)
 
-    def close(self) -> None:
-        if self.initialized and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+    def close(self, graceful: bool = True) -> None:
+        """Leave the process group.
+
+        ``graceful`` (the run ended normally on every rank): first wait for all ranks, so no rank
+        shuts its gloo sockets while a peer is still talking to it, and collect the DDP wrapper's
+        reference cycles, so the backend is torn down here, in a live interpreter, and not during
+        interpreter exit, where gloo's worker threads were seen to abort the process ("terminate
+        called without an active exception") after a successful run. After an error the peers may
+        be anywhere, so no barrier then.
+        """
+        if not (self.initialized and torch.distributed.is_initialized()):
+            return
+        if graceful:
+            import gc
+
+            torch.distributed.barrier(group=self.ctrl)
+            gc.collect()
+        torch.distributed.destroy_process_group()
 
 
 def _timeout() -> timedelta:

@@ -23,6 +23,7 @@ def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | No
 
     reporter = reporter or Reporter()
     dist = distributed.from_env(opts.device, init=not dry_run)  # a dry run joins no process group
+    graceful = False
     try:
         if dist is not None and not dist.is_main:
             reporter = Reporter(quiet=True)
@@ -35,9 +36,10 @@ def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | No
         if dist is None or dist.is_main:
             summarize(kind, result, reporter)
             report_throughput(result, reporter)
+        graceful = True
     finally:
         if dist is not None:
-            dist.close()
+            dist.close(graceful)
     if result.interrupted and (dist is None or dist.is_main):
         # The shell's convention for "stopped by Ctrl-C", after a clean save. Under torchrun only
         # rank 0 says so: the save was collective, so the other ranks are done, and a non-zero exit
@@ -54,14 +56,17 @@ def run_both(corpus: list[str], lang: str, max_time: float, device: str | None, 
 
     reporter = reporter or Reporter()
     dist = distributed.from_env(device, init=not dry_run)
+    graceful = False
     try:
         if dist is not None and not dist.is_main:
             reporter = Reporter(quiet=True)
-        return train_both(corpus, lang=lang, max_time=max_time, device=device, seed=seed, reporter=reporter,
-                          dist=dist, dry_run=dry_run)
+        result = train_both(corpus, lang=lang, max_time=max_time, device=device, seed=seed, reporter=reporter,
+                            dist=dist, dry_run=dry_run)
+        graceful = True
+        return result
     finally:
         if dist is not None:
-            dist.close()
+            dist.close(graceful)
 
 
 def summarize(kind: str, result, reporter: Reporter) -> None:
