@@ -67,8 +67,16 @@ class CharLM(nn.Module):
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        """Logits (B, T, V) for ids ``x`` (B, T), and the state after the last step."""
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                masks: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, State]:
+        """Logits (B, T, V) for ids ``x`` (B, T), and the state after the last step.
+
+        ``masks`` (from :meth:`dropout_masks`) replaces the dropout that would draw from torch's
+        global generator: the CPU trainer's threads each run a slice of one batch at the same time,
+        and masks drawn up front, in order, keep such runs repeatable without making them take turns.
+        """
+        if masks is not None:
+            return self._forward_masked(x, state, masks)
         emb = self.embedding(x)
         if torch.is_autocast_enabled(emb.device.type):
             # Keep the recurrence in float32 under autocast (the head still runs in bf16): CUDA autocast
@@ -83,6 +91,46 @@ class CharLM(nn.Module):
         if self.proj is not None:
             out = self.proj(out)
         return self.head(out), state
+
+    def dropout_masks(self, batch: int, seq_len: int,
+                      generator: torch.Generator | None = None) -> list[torch.Tensor] | None:
+        """One scaled keep-mask (B, T, H) per layer output, the last one for the output dropout: the
+        same places ``nn.Dropout`` and the RNN's inter-layer dropout would apply. None when the model
+        would drop nothing (evaluation, or no dropout)."""
+        p = self.cfg.dropout
+        if not self.training or p <= 0:
+            return None
+        dev = self.embedding.weight.device
+        shape = (batch, seq_len, self.cfg.hidden)
+        return [torch.empty(shape, device=dev).bernoulli_(1 - p, generator=generator).div_(1 - p)
+                for _ in range(self.cfg.layers)]
+
+    def _forward_masked(self, x: torch.Tensor, state: State | None, masks: list[torch.Tensor]):
+        """``forward`` with given dropout masks: the recurrent layers one by one (``torch.lstm`` and
+        friends, the functions ``nn.LSTM`` itself calls), each output multiplied by its mask."""
+        rnn, L, lstm = self.rnn, self.cfg.layers, self.cfg.cell == "lstm"
+        fn = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}[self.cfg.cell]
+        B = x.shape[0]
+        if state is None:
+            state = self.init_state(B, x.device)
+        weights = rnn._flat_weights
+        n = len(weights) // L
+        out = self.embedding(x)
+        hs, cs = [], []
+        for layer in range(L):
+            if lstm:
+                hx = (state[0][layer:layer + 1], state[1][layer:layer + 1])
+            else:
+                hx = state[layer:layer + 1]
+            out, *st = fn(out, hx, weights[layer * n:(layer + 1) * n], rnn.bias, 1, 0.0, self.training, False, True)
+            out = out * masks[layer]
+            hs.append(st[0])
+            if lstm:
+                cs.append(st[1])
+        new_state: State = (torch.cat(hs), torch.cat(cs)) if lstm else torch.cat(hs)
+        if self.proj is not None:
+            out = self.proj(out)
+        return self.head(out), new_state
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         logits, state = self(x, state)

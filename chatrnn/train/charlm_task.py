@@ -6,7 +6,6 @@ The trainer (``trainer.py``) owns everything else; this file is all the char mod
 from __future__ import annotations
 
 import math
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -117,31 +116,23 @@ class CharLMTask:
         """The same gradients as ``loss(...).backward()`` on the whole batch, computed by ``pool.n``
         threads on contiguous slices of the rows (each with its own slice of the TBPTT state).
 
-        Dropout draws from torch's global generator, so when the model has dropout the shards'
-        forward passes take turns in shard order (the backward passes, two thirds of the work,
-        still overlap): the random masks, and so the run, stay the same from run to run."""
-        from chatrnn.train.cpu_parallel import shard_bounds, sum_gradients
+        Dropout would draw from torch's global generator in whatever order the threads run, so each
+        shard draws its masks from its own generator, seeded from the global one: runs stay the
+        same from run to run, and the threads never wait for each other."""
+        from chatrnn.train.cpu_parallel import shard_bounds, shard_generators, sum_gradients
 
         if batch.reset:
             self.state = None
-        B = batch.x.shape[0]
+        B, T = batch.x.shape
         bounds = shard_bounds(B, pool.n)
         params = [p for p in model.parameters() if p.requires_grad]
-        ordered = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()) or \
-            getattr(getattr(model, "rnn", None), "dropout", 0) > 0
-        turns = [threading.Event() for _ in bounds]
-        turns[0].set()
+        gens = shard_generators(pool.n)
 
         def work(i: int):
             lo, hi = bounds[i]
             state = None if self.state is None else _slice_state(self.state, lo, hi)
-            if ordered:
-                turns[i].wait()
-            try:
-                logits, new_state = model(batch.x[lo:hi], state)
-            finally:
-                if ordered and i + 1 < len(turns):
-                    turns[i + 1].set()
+            masks = self.model.dropout_masks(hi - lo, T, generator=gens[i])
+            logits, new_state = model(batch.x[lo:hi], state, masks=masks)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
                                                      batch.y[lo:hi].reshape(-1)) * ((hi - lo) / B)
             grads = torch.autograd.grad(loss, params, allow_unused=True)

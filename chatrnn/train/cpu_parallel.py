@@ -57,6 +57,13 @@ def shard_bounds(size: int, n: int) -> list[tuple[int, int]]:
     return out
 
 
+def shard_generators(n: int) -> list[torch.Generator]:
+    """One CPU generator per shard for this step, seeded from torch's global generator (so
+    ``--seed`` and a resume's restored RNG state decide them) in the calling thread."""
+    seeds = torch.randint(0, 2**62, (n,)).tolist()
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
 def sum_gradients(params: list[torch.Tensor], per_shard: list[tuple[torch.Tensor | None, ...]]) -> None:
     """Set ``p.grad`` to the sum of the shards' gradients, added in shard order (deterministic)."""
     for j, p in enumerate(params):

@@ -136,8 +136,10 @@ class Trainer:
         if cfg.compile:
             self.train_model = torch.compile(self.train_model)
         self.autocast = autocast_dtype(device, cfg.amp)
+        # The fused kernel updates every tensor in one pass: on a CPU it is ~4x cheaper than the
+        # per-tensor loop, a few percent of a small LSTM's whole step.
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99),
-                                     **({"fused": True} if device.type == "cuda" else {}))
+                                     fused=device.type in ("cuda", "cpu"))
         self.step = 0
         self.elapsed_before = 0.0
         self.best: float | None = None

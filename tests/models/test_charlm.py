@@ -49,3 +49,27 @@ def test_lean_stepper_gives_the_same_logits_as_forward(layers, tie):
     assert torch.allclose(got, ref[0], atol=1e-5)
     lean.reset()
     assert torch.allclose(lean.step(int(ids[0])), ref[0, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_explicit_dropout_masks_drop_where_the_built_in_dropout_would(cell):
+    torch.manual_seed(2)
+    m = CharLM(CharLMConfig(vocab_size=11, cell=cell, layers=3, hidden=16, embed=8, dropout=0.3))
+    x = torch.randint(0, 11, (4, 7))
+    m.eval()
+    assert m.dropout_masks(4, 7) is None
+    ref, ref_state = m(x)
+    keep = [torch.ones(4, 7, 16) for _ in range(3)]
+    got, state = m(x, masks=keep)  # keep-all masks: the layer-by-layer path is the same network
+    assert torch.allclose(got, ref, atol=1e-6)
+    for a, b in zip(state if cell == "lstm" else [state], ref_state if cell == "lstm" else [ref_state]):
+        assert torch.allclose(a, b, atol=1e-6)
+    m.train()
+    masks = m.dropout_masks(4, 7)
+    assert len(masks) == 3 and all(mk.shape == (4, 7, 16) for mk in masks)
+    values = torch.cat([mk.flatten() for mk in masks]).unique().tolist()
+    assert values[0] == 0.0 and values[1:] == [pytest.approx(1 / 0.7)]
+    # zeroing the top layer's whole output leaves only the head's bias
+    masks[-1].zero_()
+    logits, _ = m(x, masks=masks)
+    assert torch.allclose(logits, m.head.bias.expand_as(logits))
