@@ -40,20 +40,30 @@ def bare(data: torch.Tensor, preset: str, steps: int, warm: int, vocab: int) -> 
     p = CHARLM_PRESETS[preset]
     B, T = p["batch_size"], p["seq_len"]
     torch.manual_seed(0)
+    H, L, skip = p["hidden"], p["layers"], p.get("skip", False)
     emb = torch.nn.Embedding(vocab, p["embed"])
-    lstm = torch.nn.LSTM(p["embed"], p["hidden"], p["layers"], batch_first=True)
-    head = torch.nn.Linear(p["hidden"], vocab)
-    params = [*emb.parameters(), *lstm.parameters(), *head.parameters()]
+    # The same network, written the plain way: with skip connections, one nn.LSTM per layer and
+    # a head over their concatenated outputs; without, one multi-layer nn.LSTM.
+    if skip:
+        lstms = [torch.nn.LSTM(p["embed"] if i == 0 else H, H, batch_first=True) for i in range(L)]
+    else:
+        lstms = [torch.nn.LSTM(p["embed"], H, L, batch_first=True)]
+    head = torch.nn.Linear(H * L if skip else H, vocab)
+    params = [*emb.parameters(), *head.parameters(), *(q for m in lstms for q in m.parameters())]
     opt = torch.optim.AdamW(params, lr=1e-3)
-    state = None
+    states = [None] * len(lstms)
     t0 = 0.0
     for i in range(warm + steps):
         if i == warm:
             t0 = time.perf_counter()
         idx = torch.randint(0, len(data) - T - 1, (B,))
         w = torch.stack([data[j:j + T + 1] for j in idx.tolist()]).long()
-        out, state = lstm(emb(w[:, :-1]), state)
-        state = tuple(s.detach() for s in state)
+        x, outs = emb(w[:, :-1]), []
+        for k, lstm in enumerate(lstms):
+            x, st = lstm(x, states[k])
+            states[k] = tuple(s.detach() for s in st)
+            outs.append(x)
+        out = torch.cat(outs, dim=-1) if skip else x
         loss = torch.nn.functional.cross_entropy(head(out).reshape(-1, vocab), w[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
@@ -78,7 +88,7 @@ def main() -> None:
 
     p = CHARLM_PRESETS[args.preset]
     cores = torch.get_num_threads()
-    print(f"preset {args.preset}: {p['layers']}x{p['hidden']} LSTM, batch {p['batch_size']} x {p['seq_len']}, "
+    print(f"preset {args.preset}: {p['layers']}x{p['hidden']} LSTM{' with skip connections' if p.get('skip') else ''}, batch {p['batch_size']} x {p['seq_len']}, "
           f"{args.steps} steps x {args.rounds} rounds")
     ratios = {}
     for label, threads in (("1 thread each", 1), (f"default, {cores} cores", cores)):

@@ -171,6 +171,7 @@ def charlm_options(f):
         click.option("--embed", type=click.IntRange(1), default=None),
         click.option("--dropout", type=click.FloatRange(0, 0.9), default=None),
         click.option("--tie-weights/--no-tie-weights", default=None, help="Share the embedding with the output layer."),
+        click.option("--skip/--no-skip", default=None, help="Feed every layer's output to the head (skip connections; preset: on for CPU presets)."),
         click.option("--batch-size", type=click.IntRange(1), default=None, help="Rows trained in parallel (global, over all ranks)."),
         click.option("--seq-len", type=click.IntRange(1), default=None, help="Characters per truncated-BPTT window."),
     ]))
@@ -179,7 +180,7 @@ def charlm_options(f):
 def build_charlm_options(kw: dict):
     from chatrnn.train.charlm import CharLMOptions
 
-    model = {k: kw[k] for k in ("cell", "layers", "hidden", "embed", "dropout", "tie_weights")}
+    model = {k: kw[k] for k in ("cell", "layers", "hidden", "embed", "dropout", "tie_weights", "skip")}
     return CharLMOptions(out=_out_path(kw["out"], "charlm"), corpus=list(kw["corpus"]), lang=kw["lang"], encoding=kw["encoding"],
                          val_fraction=kw["val_fraction"], val_file=kw["val_file"], preset=kw["preset"], model=model,
                          batch_size=kw["batch_size"], seq_len=kw["seq_len"], train=train_config_from(kw), lr_given=kw["lr"] is not None,

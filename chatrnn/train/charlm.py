@@ -21,7 +21,7 @@ from chatrnn.train.charlm_task import CharLMData, CharLMTask
 from chatrnn.train.progress import Reporter
 from chatrnn.train.trainer import TrainConfig, Trainer, TrainResult
 
-MODEL_KEYS = ("cell", "layers", "hidden", "embed", "dropout", "tie_weights")
+MODEL_KEYS = ("cell", "layers", "hidden", "embed", "dropout", "tie_weights", "skip")
 
 
 @dataclass

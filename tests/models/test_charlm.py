@@ -34,10 +34,11 @@ def test_weight_tying_shares_one_matrix_and_projects_when_widths_differ():
     assert logits.shape == (1, 3, 7)
 
 
-@pytest.mark.parametrize("layers,tie", [(1, False), (3, False), (2, True)])
-def test_lean_stepper_gives_the_same_logits_as_forward(layers, tie):
+@pytest.mark.parametrize("layers,tie,skip", [(1, False, False), (3, False, False), (2, True, False),
+                                             (3, False, True), (2, True, True)])
+def test_lean_stepper_gives_the_same_logits_as_forward(layers, tie, skip):
     torch.manual_seed(1)
-    m = CharLM(CharLMConfig(vocab_size=13, layers=layers, hidden=24, embed=8, tie_weights=tie)).eval()
+    m = CharLM(CharLMConfig(vocab_size=13, layers=layers, hidden=24, embed=8, tie_weights=tie, skip=skip)).eval()
     with torch.no_grad():
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.1)  # biases away from their init, so all paths matter
@@ -73,3 +74,21 @@ def test_explicit_dropout_masks_drop_where_the_built_in_dropout_would(cell):
     masks[-1].zero_()
     logits, _ = m(x, masks=masks)
     assert torch.allclose(logits, m.head.bias.expand_as(logits))
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_skip_connections_feed_every_layer_to_the_head(cell):
+    torch.manual_seed(3)
+    m = CharLM(CharLMConfig(vocab_size=9, cell=cell, layers=3, hidden=12, embed=6, skip=True)).eval()
+    assert m.head.in_features == 36
+    x = torch.randint(0, 9, (2, 10))
+    logits, state = m(x)
+    a, st = m(x[:, :4])  # stateful across calls, as without skip
+    b, _ = m(x[:, 4:], st)
+    assert torch.allclose(torch.cat([a, b], 1), logits, atol=1e-6)
+    # the bottom layer reaches the loss directly: its weights get a gradient through the head's first block
+    with torch.no_grad():
+        m.head.weight[:, 12:].zero_()
+    m.zero_grad()
+    m(x)[0].sum().backward()
+    assert m.rnn.weight_ih_l0.grad.abs().sum() > 0 and m.rnn.weight_ih_l2.grad.abs().sum() == 0
