@@ -18,7 +18,6 @@ import os
 import time
 
 from _common import corpus, temp_home
-from chatrnn.models.charlm import CharLMConfig
 from chatrnn.train.charlm import MODEL_KEYS, CharLMOptions, train_charlm
 from chatrnn.train.progress import Reporter
 from chatrnn.train.trainer import TrainConfig
@@ -28,7 +27,7 @@ TRAIN_KEYS = set(TrainConfig.__dataclass_fields__)
 
 
 def run(overrides: dict, seconds: float, preset: str, evals: int, path: str, home) -> dict:
-    unknown = set(overrides) - set(MODEL_KEYS) - TRAIN_KEYS - {"batch_size", "seq_len"} - set(CharLMConfig.__dataclass_fields__)
+    unknown = set(overrides) - set(MODEL_KEYS) - TRAIN_KEYS - {"batch_size", "seq_len"}
     if unknown:
         raise SystemExit(f"unknown setting(s): {', '.join(sorted(unknown))}")
     train = TrainConfig(max_time=seconds, evals=evals, **{k: v for k, v in overrides.items() if k in TRAIN_KEYS})
