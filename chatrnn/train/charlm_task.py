@@ -17,6 +17,7 @@ from chatrnn.train.batches import RowBatch, StreamRows
 
 LN2 = math.log(2)
 EVAL_MAX_CHARS = 1_000_000
+EVAL_BURN_IN = 256  # characters a validation row reads before it scores (see evaluate_stream)
 
 
 def metrics_from_loss(loss: float, count: int) -> dict:
@@ -27,28 +28,43 @@ def metrics_from_loss(loss: float, count: int) -> dict:
 @torch.no_grad()
 def evaluate_stream(model: CharLM, data: np.ndarray, device: torch.device, rows: int = 32,
                     seq_len: int = 256, autocast: torch.dtype | None = None, rank: int = 0, world: int = 1,
-                    set_mode: bool = True) -> dict:
-    """Mean next-character loss over a whole stream, scored in ``rows`` stateful rows.
+                    set_mode: bool = True, burn_in: int = EVAL_BURN_IN) -> dict:
+    """Mean next-character loss over a whole stream: every character after the first is scored once,
+    each with the text before it as context, as if the model read the stream from the start.
 
-    Nearly every character is scored (the tails of the rows are cut); the first characters of each
-    row start from a zero state, which costs little when rows are long. Under DDP each rank scores
-    its own ``rows // world`` of the rows (the ranks' sums are then reduced).
+    Reading it in one row would be slow, so it is read in ``rows`` parallel rows; each row after the
+    first starts ``burn_in`` characters early and scores nothing until it reaches its own part, so
+    that no character is scored from a cold (zero) state. Without that, each row start cost ~18 nats
+    (a 4x176 LSTM on Tiny Shakespeare), 0.006 nats/char over 32 rows of its 111k validation chars.
+    Under DDP (and the CPU trainer's threads) each rank scores ``rows // world`` of the rows; the
+    ranks' figures, weighted by ``chars``, then give the single-process figure.
     """
     was_training = model.training
     if set_mode:
         model.eval()
-    rows = max(1, min(rows, (len(data) - 1) // 2))
-    it = StreamRows(data, max(1, rows // world), seq_len, rank, world)
+    preds = len(data) - 1  # input i predicts character i + 1
+    rows = max(1, min(rows, preds // 2))
+    rows = max(world, rows - rows % world)  # every rank the same number of rows
+    burn = 0 if rows == 1 else min(burn_in, preds // (2 * rows))
+    width = -(-(preds + (rows - 1) * burn) // rows)  # each row's inputs, burn-in included
+    mine = np.arange(rank * (rows // world), (rank + 1) * (rows // world))
+    starts = mine * (width - burn)  # row r reads inputs [starts[r], starts[r] + width)
+    first_scored = np.where(mine == 0, 0, burn)
     total, count, state = 0.0, 0, None
     try:
-        for _ in range(it.steps_per_pass):
-            b = it.next()
-            x, y = b.x.to(device), b.y.to(device)
+        for lo in range(0, width, seq_len):
+            j = np.arange(lo, min(lo + seq_len + 1, width + 1))
+            idx = starts[:, None] + j[None, :]
+            ids = torch.from_numpy(np.asarray(data[np.minimum(idx, preds)], dtype=np.int64))
+            scored = torch.from_numpy((j[None, :-1] >= first_scored[:, None]) & (idx[:, :-1] < preds))
+            x, y = ids[:, :-1].to(device), ids[:, 1:].to(device)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 logits, state = model(x, state)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction="sum")
-            total += float(loss)
-            count += y.numel()
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
+                                                     reduction="none")
+            scored = scored.reshape(-1).to(device)
+            total += float(loss[scored].sum())
+            count += int(scored.sum())
     finally:
         if set_mode:
             model.train(was_training)
