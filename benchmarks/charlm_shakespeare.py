@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from _common import corpus, temp_home
+from chatrnn.checkpoint import read_metrics
 from chatrnn.train.charlm import CharLMOptions, train_charlm
 from chatrnn.train.charlm_task import evaluate_stream
 from chatrnn.train.trainer import TrainConfig
@@ -79,6 +80,10 @@ def main() -> None:
     bar = 1.50 if seconds <= 120 else 1.42 if seconds >= 590 else None
     print(f"chatrnn default config, --max-time {args.max_time}: {r.steps} steps, {wall:.0f}s wall (corpus encode included)")
     print(f"  val loss {m['loss']:.4f} nats/char, {m['bpc']:.3f} bits/char, perplexity {m['perplexity']:.2f} over {m['chars']:,} chars")
+    last = read_metrics(r.folder)[-1]
+    if "val_loss_raw" in last:
+        print(f"  scored with the {'averaged' if last['weights'] == 'ema' else 'raw'} weights (averaged "
+              f"{last['val_loss_ema']:.4f}, raw {last['val_loss_raw']:.4f})")
     if bar is not None:
         print(f"bar: val loss <= {bar}: {'PASS' if m['loss'] <= bar else 'FAIL'}")
     if args.baseline:

@@ -122,10 +122,13 @@ def training_options(f):
     """Run-control and optimiser flags, the same for both models (read by :func:`train_config_from`)."""
     return _apply(f, [
         click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Peak learning rate (preset's by default)."),
-        click.option("--weight-decay", type=float, default=0.01, show_default=True),
+        click.option("--weight-decay", type=click.FloatRange(0), default=None, help="AdamW weight decay of the weight matrices (preset's; 0.01 without one)."),
         click.option("--warmup", "warmup_steps", type=click.IntRange(0), default=50, show_default=True, help="Warmup steps."),
         click.option("--min-lr-ratio", type=click.FloatRange(0, 1), default=0.05, show_default=True),
         click.option("--grad-clip", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True),
+        click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
+                     help="Average the weights (exponential moving average, this decay per step, e.g. 0.999); "
+                          "evaluations score the average. 0: off. Default: the preset's."),
         click.option("--max-steps", type=click.IntRange(1), default=None),
         click.option("--epochs", type=click.FloatRange(0, min_open=True), default=None),
         click.option("--max-time", callback=_duration, default=None, help="Wall-clock budget, e.g. 110s, 10m, 1h (default 3m when no limit is given)."),
@@ -152,7 +155,7 @@ def train_config_from(kw: dict):
     return TrainConfig(max_steps=max_steps, epochs=epochs, max_time=max_time, lr=kw["lr"] or TrainConfig.lr,
                        min_lr_ratio=kw["min_lr_ratio"], warmup_steps=kw["warmup_steps"], weight_decay=kw["weight_decay"],
                        grad_clip=kw["grad_clip"], evals=kw["evals"], eval_every=kw["eval_every"], seed=kw["seed"],
-                       amp=kw["amp"], threads=kw["threads"], compile=kw["compile_model"])
+                       amp=kw["amp"], threads=kw["threads"], compile=kw["compile_model"], ema=kw["ema"])
 
 
 def charlm_options(f):

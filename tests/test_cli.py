@@ -66,9 +66,12 @@ def test_user_errors_are_one_line(tmp_path):
 
 def test_train_generate_eval_info_round_trip(tmp_path, sample_text_file):
     runner = CliRunner()
-    r = runner.invoke(cli, ["train", "charlm", "--corpus", str(sample_text_file), "--preset", "tiny", "--max-steps", "30", "--out", str(tmp_path / "m")])
+    r = runner.invoke(cli, ["train", "charlm", "--corpus", str(sample_text_file), "--preset", "tiny", "--max-steps", "30", "--out", str(tmp_path / "m"),
+                             "--ema", "0.9", "--weight-decay", "0.05"])
     assert r.exit_code == 0, r.output
     assert "best val loss" in r.output and "checkpoint:" in r.output
+    train_config = json.loads((tmp_path / "m" / "config.json").read_text())["train_config"]
+    assert (train_config["ema"], train_config["weight_decay"]) == (0.9, 0.05)
     r = runner.invoke(cli, ["generate", "-c", str(tmp_path / "m"), "--seed", "ROMEO☃", "-n", "40", "--rng-seed", "1"])
     assert r.exit_code == 0 and r.stdout.startswith("ROMEO☃") and len(r.stdout) >= 46
     assert "'☃'" in r.stderr

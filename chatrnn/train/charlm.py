@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from chatrnn import checkpoint as ckpt
-from chatrnn.config import CHARLM_PRESETS, default_preset
+from chatrnn.config import CHARLM_PRESETS, default_preset, fill_train_defaults
 from chatrnn.corpus.text import EncodedCorpus, TextSource, collect_sources, encode_corpus
 from chatrnn.device import pick_device
 from chatrnn.errors import ChatrnnError
@@ -97,6 +97,7 @@ def resolve_settings(opts: CharLMOptions, device: torch.device) -> tuple[dict, i
     train = TrainConfig.from_dict(opts.train.to_dict())
     if not opts.lr_given:
         train.lr = p["lr"]
+    fill_train_defaults(train, p)
     return model, opts.batch_size or p["batch_size"], opts.seq_len or p["seq_len"], train
 
 

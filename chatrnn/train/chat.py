@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from chatrnn import checkpoint as ckpt
-from chatrnn.config import CHAT_PRESETS, default_preset
+from chatrnn.config import CHAT_PRESETS, default_preset, fill_train_defaults
 from chatrnn.corpus.dialogs import Pair, ReadReport, load_pairs
 from chatrnn.device import pick_device
 from chatrnn.errors import ChatrnnError
@@ -123,7 +123,7 @@ def resolve_settings(opts: ChatOptions, device: torch.device) -> tuple[dict, dic
     other = {
         "vocab_size": opts.vocab_size or p["vocab_size"], "vocab_given": opts.vocab_size is not None,
         "max_len": opts.max_len or p["max_len"], "batch_size": opts.batch_size or p["batch_size"],
-        "lr": p["lr"], "label_smoothing": p["label_smoothing"] if opts.label_smoothing is None else opts.label_smoothing,
+        "lr": p["lr"], "preset": p, "label_smoothing": p["label_smoothing"] if opts.label_smoothing is None else opts.label_smoothing,
     }
     return model, other
 
@@ -206,6 +206,7 @@ def build_chat(opts: ChatOptions, device: torch.device, dist=None) -> tuple[Chat
         train = TrainConfig.from_dict(opts.train.to_dict())
         if not opts.lr_given:
             train.lr = other["lr"]
+        fill_train_defaults(train, other["preset"])
         max_len = other["max_len"]
         if opts.context_turns < 0:
             raise ChatrnnError("--context-turns must be 0 or more")

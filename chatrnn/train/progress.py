@@ -51,13 +51,14 @@ class Reporter:
             eta_s = f" eta {format_duration(eta)}" if eta is not None else ""
             print(f"{100 * min(progress, 1):5.1f}% {info}{eta_s}", file=self.stream, flush=True)
 
-    def evaluated(self, step: int, metrics: dict, best: bool) -> None:
+    def evaluated(self, step: int, metrics: dict, best: bool, note: str = "") -> None:
         self._val = f"{metrics['loss']:.3f}"
         if self.quiet:
             return
         star = " (best)" if best else ""
         extra = f" bpc {metrics['bpc']:.3f}" if "bpc" in metrics else ""
-        self.message(f"eval step {step}: val loss {metrics['loss']:.4f} ppl {metrics['perplexity']:.2f}{extra}{star}")
+        note = f" [{note}]" if note else ""
+        self.message(f"eval step {step}: val loss {metrics['loss']:.4f} ppl {metrics['perplexity']:.2f}{extra}{star}{note}")
 
     def message(self, text: str) -> None:
         if self.quiet:

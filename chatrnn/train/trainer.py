@@ -20,7 +20,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from chatrnn import checkpoint as ckpt
-from chatrnn.config import JsonConfig
+from chatrnn.config import JsonConfig, fill_train_defaults
 from chatrnn.device import autocast_dtype
 from chatrnn.errors import ChatrnnError
 from chatrnn.train.progress import Reporter
@@ -36,7 +36,7 @@ class TrainConfig(JsonConfig):
     lr: float = 3e-3
     min_lr_ratio: float = 0.05
     warmup_steps: int = 50
-    weight_decay: float = 0.01
+    weight_decay: float | None = None  # None: the preset's (config.TRAIN_DEFAULTS without one)
     grad_clip: float = 1.0
     evals: int = 6  # evaluations per run, evenly spaced in progress (the last at the end)
     eval_every: int | None = None  # or every N steps
@@ -44,6 +44,10 @@ class TrainConfig(JsonConfig):
     amp: bool | None = None  # bf16 autocast; default on for CUDA
     threads: int | None = None  # CPU: batch shards run in parallel (default: the physical cores)
     compile: bool = False  # torch.compile the training model (RNN layers graph-break: helps the rest)
+    # Decay per step of an exponential moving average of the weights (0: off; None: the preset's).
+    # Evaluations score the average; the last one scores the raw weights too, and the better
+    # become the best checkpoint.
+    ema: float | None = None
 
 
 
@@ -123,6 +127,7 @@ class Trainer:
                  stop_check: Callable[[int], bool] | None = None, train_model: torch.nn.Module | None = None):
         if cfg.max_steps is None and cfg.epochs is None and cfg.max_time is None:
             raise ChatrnnError("give a limit: --max-steps, --epochs or --max-time")
+        fill_train_defaults(cfg, {})  # whatever no preset filled
         self.task = task
         self.cfg = cfg
         self.out = Path(out)
@@ -140,6 +145,14 @@ class Trainer:
         # per-tensor loop, a few percent of a small LSTM's whole step.
         self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99),
                                      fused=device.type in ("cuda", "cpu"))
+        self.averaged = None
+        if cfg.ema:
+            # Polyak averaging: the late, small-lr steps of a run jitter around a minimum that
+            # their average sits closer to; torch's AveragedModel keeps the average (one foreach lerp).
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.averaged = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema))
+            self.averaged.requires_grad_(False)
         self.step = 0
         self.elapsed_before = 0.0
         self.best: float | None = None
@@ -179,7 +192,8 @@ class Trainer:
         cfg["train_config"] = self.cfg.to_dict()
         return cfg
 
-    def save(self, elapsed: float, best: bool, finished: bool, metrics_line: dict | None) -> None:
+    def save(self, elapsed: float, best: bool, finished: bool, metrics_line: dict | None,
+             best_model: torch.nn.Module | None = None) -> None:
         task_state, rng = self.task.state_dict(), rng_state()
         if self.dist is not None:  # every rank takes part: its TBPTT state and RNG go to rank 0
             task_state, rng = self.dist.gather_state(self.task, task_state, rng)
@@ -191,11 +205,12 @@ class Trainer:
             st.save_json(ckpt.CONFIG, self._config_json(finished, elapsed))
             st.save_tensors(ckpt.LAST_WEIGHTS, weights, meta)
             if best or not (st.path / ckpt.BEST_WEIGHTS).exists():
-                st.save_tensors(ckpt.BEST_WEIGHTS, weights, meta)
+                st.save_tensors(ckpt.BEST_WEIGHTS, (best_model or self.model).state_dict(), meta)
             st.save_torch(ckpt.TRAIN_STATE, {
                 "step": self.step, "elapsed": elapsed, "best": self.best, "next_eval_at": self.next_eval_at,
                 "optimizer": self.opt.state_dict(), "task": task_state, "rng": rng,
                 "train_config": self.cfg.to_dict(), "last_metrics": self.last_metrics,
+                "averaged": self.averaged.state_dict() if self.averaged is not None else None,
             })
             self.task.write_extras(st)
             if metrics_line is not None:
@@ -215,6 +230,11 @@ class Trainer:
         self.best = state.get("best")
         self.next_eval_at = int(state.get("next_eval_at", 1))
         self.last_metrics = state.get("last_metrics")
+        if self.averaged is not None:
+            if state.get("averaged") is not None:
+                self.averaged.load_state_dict(state["averaged"])
+            else:  # the run had no average: start one from here
+                self.averaged.update_parameters(self.model)
         self.task.load_state_dict(state["task"])
         set_rng_state(state["rng"])
         if self.dist is not None:
@@ -236,8 +256,8 @@ class Trainer:
         n = min(self.cfg.threads or default_threads(), self.task.max_shards)
         return ShardPool(n) if n > 1 else None
 
-    def evaluate(self) -> dict:
-        m = self.task.evaluate(self.model, autocast=self.autocast)
+    def evaluate(self, model: torch.nn.Module | None = None) -> dict:
+        m = self.task.evaluate(model or self.model, autocast=self.autocast)
         if self.dist is not None:
             m = self.dist.reduce_metrics(m)
         return m
@@ -302,6 +322,8 @@ class Trainer:
                 where = f"; the last good checkpoint in {self.out} is kept" if (self.out / ckpt.CONFIG).exists() else ""
                 raise ChatrnnError(f"loss became {loss_v} at step {self.step + 1}{where}; lower --lr or check the corpus")
             self.opt.step()
+            if self.averaged is not None:
+                self.averaged.update_parameters(self.model)
             self.step += 1
             tokens_window += ntok
             loss_ema = loss_v if loss_ema is None else 0.95 * loss_ema + 0.05 * loss_v
@@ -333,12 +355,26 @@ class Trainer:
         return TrainResult(self.step, self.best, self.last_metrics, elapsed, interrupted, self.out)
 
     def _evaluate_and_save(self, elapsed: float, finished: bool, lr: float | None, train_loss: float | None) -> None:
-        m = self.evaluate()
+        scored: dict[str, tuple[dict, torch.nn.Module]] = {}
+        if self.averaged is not None:
+            scored["ema"] = (self.evaluate(self.averaged.module), self.averaged.module)
+        if self.averaged is None or finished:
+            scored["raw"] = (self.evaluate(), self.model)
+        which = min(scored, key=lambda k: scored[k][0]["loss"])
+        m, best_model = scored[which]
         self.last_metrics = m
         is_best = self.best is None or m["loss"] < self.best
         if is_best:
             self.best = m["loss"]
-        self.reporter.evaluated(self.step, m, is_best)
+        note = ""
+        if len(scored) > 1:
+            note = ", ".join(f"{'averaged' if k == 'ema' else 'raw'} {v[0]['loss']:.4f}" for k, v in scored.items())
+        elif which == "ema":
+            note = "averaged weights"
+        self.reporter.evaluated(self.step, m, is_best, note)
         line = {"step": self.step, "elapsed": round(elapsed, 2), "epoch": round(float(self.task.epoch), 4),
                 "train_loss": train_loss, "lr": lr, **{f"val_{k}": v for k, v in m.items()}}
-        self.save(elapsed, best=is_best, finished=finished, metrics_line=line)
+        if self.averaged is not None:
+            line["weights"] = which
+            line.update({f"val_loss_{k}": v[0]["loss"] for k, v in scored.items()})
+        self.save(elapsed, best=is_best, finished=finished, metrics_line=line, best_model=best_model)

@@ -51,6 +51,33 @@ def test_resume_is_exact(tmp_path, sample_text_file):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_resume_with_weight_averaging_is_exact(tmp_path, sample_text_file):
+    train_charlm(opts(tmp_path / "straight", sample_text_file, ema=0.9))
+    train_charlm(opts(tmp_path / "resumed", sample_text_file, ema=0.9), stop_check=lambda step: step >= 9)
+    train_charlm(opts(tmp_path / "resumed", sample_text_file, resume=True, ema=0.9))
+    for name in (ckpt.LAST_WEIGHTS, ckpt.BEST_WEIGHTS):
+        a = load_file(str(tmp_path / "straight" / name))
+        b = load_file(str(tmp_path / "resumed" / name))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_weight_average_is_scored_and_the_better_weights_are_kept(tmp_path, sample_text_file):
+    """The average trails the weights: with a slow decay over a short run it is clearly worse, so
+    the final evaluation, which scores both, keeps the raw weights, and reports which it kept."""
+    r = train_charlm(opts(tmp_path / "m", sample_text_file, max_steps=40, ema=0.99))
+    metrics = ckpt.read_metrics(tmp_path / "m")
+    assert [m["weights"] for m in metrics[:-1]] == ["ema"] * 3 and "val_loss_raw" not in metrics[0]
+    last = metrics[-1]
+    assert last["val_loss_raw"] < last["val_loss_ema"] and last["weights"] == "raw"
+    assert last["val_loss"] == last["val_loss_raw"] == r.last_metrics["loss"]
+    best = load_file(str(tmp_path / "m" / ckpt.BEST_WEIGHTS))
+    raw = load_file(str(tmp_path / "m" / ckpt.LAST_WEIGHTS))
+    state = ckpt.load_train_state(tmp_path / "m")["averaged"]
+    assert all(torch.equal(best[k], raw[k]) for k in raw)
+    assert not torch.equal(state["module.head.weight"], raw["head.weight"])
+    assert int(state["n_averaged"]) == 40
+
+
 def test_resume_can_extend_the_run(tmp_path, sample_text_file):
     train_charlm(opts(tmp_path / "m", sample_text_file, max_steps=10))
     r = train_charlm(opts(tmp_path / "m", sample_text_file, resume=True, max_steps=15))
@@ -99,3 +126,17 @@ def test_bundled_corpus_trains_offline_in_any_language(tmp_path):
     with pytest.raises(ChatrnnError, match="klingon"):
         train_charlm(CharLMOptions(out=tmp_path / "x", corpus=[], lang="klingon", preset="tiny",
                                    train=TrainConfig(max_steps=1), device="cpu"))
+
+
+def test_presets_choose_weight_decay_and_averaging_unless_the_user_does():
+    from chatrnn.config import CHARLM_PRESETS, TRAIN_DEFAULTS
+    from chatrnn.train.charlm import resolve_settings
+
+    cpu = torch.device("cpu")
+    for name in CHARLM_PRESETS:
+        *_, train = resolve_settings(CharLMOptions(out="x", preset=name, train=TrainConfig(max_steps=1)), cpu)
+        for key, default in TRAIN_DEFAULTS.items():
+            assert getattr(train, key) == CHARLM_PRESETS[name].get(key, default)
+        *_, train = resolve_settings(CharLMOptions(out="x", preset=name, train=TrainConfig(max_steps=1, weight_decay=0.3,
+                                                                                          ema=0.0)), cpu)
+        assert (train.weight_decay, train.ema) == (0.3, 0.0)
