@@ -56,15 +56,14 @@ def evaluate_stream(model: CharLM, data: np.ndarray, device: torch.device, rows:
             j = np.arange(lo, min(lo + seq_len + 1, width + 1))
             idx = starts[:, None] + j[None, :]
             ids = torch.from_numpy(np.asarray(data[np.minimum(idx, preds)], dtype=np.int64))
-            scored = torch.from_numpy((j[None, :-1] >= first_scored[:, None]) & (idx[:, :-1] < preds))
+            scored = (j[None, :-1] >= first_scored[:, None]) & (idx[:, :-1] < preds)
             x, y = ids[:, :-1].to(device), ids[:, 1:].to(device)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 logits, state = model(x, state)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
                                                      reduction="none")
-            scored = scored.reshape(-1).to(device)
-            total += float(loss[scored].sum())
-            count += int(scored.sum())
+            total += float(loss[torch.from_numpy(scored.reshape(-1)).to(device)].sum())
+            count += int(scored.sum())  # from the numpy mask: no second device sync per window
     finally:
         if set_mode:
             model.train(was_training)

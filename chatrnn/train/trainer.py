@@ -205,7 +205,7 @@ class Trainer:
             st.save_json(ckpt.CONFIG, self._config_json(finished, elapsed))
             st.save_tensors(ckpt.LAST_WEIGHTS, weights, meta)
             if best or not (st.path / ckpt.BEST_WEIGHTS).exists():
-                st.save_tensors(ckpt.BEST_WEIGHTS, (best_model or self.model).state_dict(), meta)
+                st.save_tensors(ckpt.BEST_WEIGHTS, (self.model if best_model is None else best_model).state_dict(), meta)
             st.save_torch(ckpt.TRAIN_STATE, {
                 "step": self.step, "elapsed": elapsed, "best": self.best, "next_eval_at": self.next_eval_at,
                 "optimizer": self.opt.state_dict(), "task": task_state, "rng": rng,
@@ -257,7 +257,7 @@ class Trainer:
         return ShardPool(n) if n > 1 else None
 
     def evaluate(self, model: torch.nn.Module | None = None) -> dict:
-        m = self.task.evaluate(model or self.model, autocast=self.autocast)
+        m = self.task.evaluate(self.model if model is None else model, autocast=self.autocast)
         if self.dist is not None:
             m = self.dist.reduce_metrics(m)
         return m
