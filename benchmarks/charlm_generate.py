@@ -45,7 +45,9 @@ def main() -> None:
 
     def ceiling(n):
         for _ in range(n):
-            torch.mv(w1, v1); torch.mv(w2, v2); torch.mv(w3, v1)
+            torch.mv(w1, v1)
+            torch.mv(w2, v2)
+            torch.mv(w3, v1)
 
     def lstm_per_char(n):
         st = None
@@ -62,7 +64,8 @@ def main() -> None:
             for _ in range(n):
                 x = model.embedding.weight[:1]
                 for i, c in enumerate(cells):
-                    hs[i] = c(x, hs[i]); x = hs[i][0]
+                    hs[i] = c(x, hs[i])
+                    x = hs[i][0]
                 model.head(x)
 
     lean = LeanStepper(model)
@@ -82,8 +85,14 @@ def main() -> None:
             pass
 
     results = {}
-    for name, fn in [("ceiling (3 matvecs)", ceiling), ("nn.LSTM per char", lstm_per_char), ("nn.LSTMCell", lstmcell),
-                     ("LeanStepper.step", lean_steps), ("Generator.stream", stream), ("stream top-k/top-p", stream_topp)]:
+    for name, fn in [
+        ("ceiling (3 matvecs)", ceiling),
+        ("nn.LSTM per char", lstm_per_char),
+        ("nn.LSTMCell", lstmcell),
+        ("LeanStepper.step", lean_steps),
+        ("Generator.stream", stream),
+        ("stream top-k/top-p", stream_topp),
+    ]:
         results[name] = rate(fn, args.chars, args.repeats)
     ceil = results["ceiling (3 matvecs)"]
     print(f"2 x {H} LSTM, vocab {V}, batch 1, CPU, {args.chars} chars, best of {args.repeats}")

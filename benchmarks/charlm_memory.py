@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,8 +38,25 @@ def peak_rss_mb(corpus: Path, home: Path, steps: int) -> float:
         "sys.exit(r.returncode)\n"
     )
     env = dict(os.environ, CHATRNN_CACHE=str(home / "cache"), CHATRNN_CHECKPOINTS=str(home / "ck"))
-    cmd = [sys.executable, "-c", code, sys.executable, "-m", "chatrnn", "train", "charlm", "--corpus", str(corpus),
-           "--max-steps", str(steps), "--evals", "1", "--quiet", "--out", str(home / "ck" / corpus.stem)]
+    cmd = [
+        sys.executable,
+        "-c",
+        code,
+        sys.executable,
+        "-m",
+        "chatrnn",
+        "train",
+        "charlm",
+        "--corpus",
+        str(corpus),
+        "--max-steps",
+        str(steps),
+        "--evals",
+        "1",
+        "--quiet",
+        "--out",
+        str(home / "ck" / corpus.stem),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -60,7 +76,10 @@ def main() -> None:
         rss_big_cached = peak_rss_mb(big, home, args.steps)
     print(f"peak RSS, 1 MB corpus:            {rss_small:8.0f} MB")
     print(f"peak RSS, {args.big_mb} MB corpus (encode):  {rss_big:8.0f} MB   (+{rss_big - rss_small:.0f} MB)")
-    print(f"peak RSS, {args.big_mb} MB corpus (cached):  {rss_big_cached:8.0f} MB   (+{rss_big_cached - rss_small:.0f} MB)")
+    print(
+        f"peak RSS, {args.big_mb} MB corpus (cached):  "
+        f"{rss_big_cached:8.0f} MB   (+{rss_big_cached - rss_small:.0f} MB)"
+    )
     ok = rss_big - rss_small <= 300 and rss_big_cached - rss_small <= 300
     print(f"bar: +300 MB at most: {'PASS' if ok else 'FAIL'}")
 

@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 import torch
-
 from _common import corpus, temp_home
+
 from chatrnn.checkpoint import read_metrics
 from chatrnn.train.charlm import CharLMOptions, train_charlm
 from chatrnn.train.charlm_task import evaluate_stream
@@ -30,8 +30,13 @@ from chatrnn.units import parse_duration
 
 def bare_baseline(text: str, seconds: float, hidden: int = 192) -> float:
     chars = sorted(set(text))
-    ids = np.array([chars.index(c) for c in text], dtype=np.int64) if len(chars) < 50 else \
-        np.searchsorted(np.array([ord(c) for c in chars]), np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)).astype(np.int64)
+    ids = (
+        np.array([chars.index(c) for c in text], dtype=np.int64)
+        if len(chars) < 50
+        else np.searchsorted(
+            np.array([ord(c) for c in chars]), np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        ).astype(np.int64)
+    )
     n = int(len(ids) * 0.9)
     train, val = torch.from_numpy(ids[:n]), ids[n:]
     torch.manual_seed(0)
@@ -53,7 +58,7 @@ def bare_baseline(text: str, seconds: float, hidden: int = 192) -> float:
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         starts = torch.randint(0, n - T - 1, (B,))
-        w = torch.stack([train[s:s + T + 1] for s in starts.tolist()])
+        w = torch.stack([train[s : s + T + 1] for s in starts.tolist()])
         logits, _ = m(w[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), w[:, 1:].reshape(-1))
         opt.zero_grad()
@@ -73,23 +78,40 @@ def main() -> None:
     path = corpus("tinyshakespeare.txt")
     home = temp_home()
     t0 = time.monotonic()
-    r = train_charlm(CharLMOptions(out=home / "checkpoints" / "shakespeare", corpus=[str(path)], preset=args.preset,
-                                   train=TrainConfig(max_time=seconds), device="cpu"))
+    r = train_charlm(
+        CharLMOptions(
+            out=home / "checkpoints" / "shakespeare",
+            corpus=[str(path)],
+            preset=args.preset,
+            train=TrainConfig(max_time=seconds),
+            device="cpu",
+        )
+    )
     wall = time.monotonic() - t0
     m = r.last_metrics
     bar = 1.50 if seconds <= 120 else 1.42 if seconds >= 590 else None
-    print(f"chatrnn default config, --max-time {args.max_time}: {r.steps} steps, {wall:.0f}s wall (corpus encode included)")
-    print(f"  val loss {m['loss']:.4f} nats/char, {m['bpc']:.3f} bits/char, perplexity {m['perplexity']:.2f} over {m['chars']:,} chars")
+    print(
+        f"chatrnn default config, --max-time {args.max_time}: "
+        f"{r.steps} steps, {wall:.0f}s wall (corpus encode included)"
+    )
+    print(
+        f"  val loss {m['loss']:.4f} nats/char, {m['bpc']:.3f} bits/char, "
+        f"perplexity {m['perplexity']:.2f} over {m['chars']:,} chars"
+    )
     last = read_metrics(r.folder)[-1]
     if "val_loss_raw" in last:
-        print(f"  scored with the {'averaged' if last['weights'] == 'ema' else 'raw'} weights (averaged "
-              f"{last['val_loss_ema']:.4f}, raw {last['val_loss_raw']:.4f})")
+        print(
+            f"  scored with the {'averaged' if last['weights'] == 'ema' else 'raw'} weights (averaged "
+            f"{last['val_loss_ema']:.4f}, raw {last['val_loss_raw']:.4f})"
+        )
     if bar is not None:
         print(f"bar: val loss <= {bar}: {'PASS' if m['loss'] <= bar else 'FAIL'}")
     if args.baseline:
         b = bare_baseline(path.read_text("utf-8"), seconds)
-        print(f"bare 2x192 nn.LSTM loop, same {seconds:.0f}s in this process: val loss {b:.4f} "
-              f"(chatrnn is {b - m['loss']:+.4f} nats/char better, {math.exp(b - m['loss']):.3f}x perplexity)")
+        print(
+            f"bare 2x192 nn.LSTM loop, same {seconds:.0f}s in this process: val loss {b:.4f} "
+            f"(chatrnn is {b - m['loss']:+.4f} nats/char better, {math.exp(b - m['loss']):.3f}x perplexity)"
+        )
 
 
 if __name__ == "__main__":

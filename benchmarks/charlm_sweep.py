@@ -18,6 +18,7 @@ import os
 import time
 
 from _common import corpus, temp_home
+
 from chatrnn.train.charlm import MODEL_KEYS, CharLMOptions, train_charlm
 from chatrnn.train.progress import Reporter
 from chatrnn.train.trainer import TrainConfig
@@ -31,13 +32,25 @@ def run(overrides: dict, seconds: float, preset: str, evals: int, path: str, hom
     if unknown:
         raise SystemExit(f"unknown setting(s): {', '.join(sorted(unknown))}")
     train = TrainConfig(max_time=seconds, evals=evals, **{k: v for k, v in overrides.items() if k in TRAIN_KEYS})
-    opts = CharLMOptions(out=home / f"run{time.monotonic_ns()}", corpus=[path], preset=preset, device="cpu",
-                         model={k: v for k, v in overrides.items() if k in MODEL_KEYS},
-                         batch_size=overrides.get("batch_size"), seq_len=overrides.get("seq_len"),
-                         train=train, lr_given="lr" in overrides)
+    opts = CharLMOptions(
+        out=home / f"run{time.monotonic_ns()}",
+        corpus=[path],
+        preset=preset,
+        device="cpu",
+        model={k: v for k, v in overrides.items() if k in MODEL_KEYS},
+        batch_size=overrides.get("batch_size"),
+        seq_len=overrides.get("seq_len"),
+        train=train,
+        lr_given="lr" in overrides,
+    )
     r = train_charlm(opts, reporter=Reporter(quiet=True))
-    return {"settings": overrides, "preset": preset, "val": round(r.last_metrics["loss"], 4), "steps": r.steps,
-            "load": os.getloadavg()[0]}
+    return {
+        "settings": overrides,
+        "preset": preset,
+        "val": round(r.last_metrics["loss"], 4),
+        "steps": r.steps,
+        "load": os.getloadavg()[0],
+    }
 
 
 def main() -> None:
@@ -50,7 +63,10 @@ def main() -> None:
     path = str(corpus("tinyshakespeare.txt"))
     home = temp_home()
     for spec in args.runs:
-        print(json.dumps(run(json.loads(spec), parse_duration(args.max_time), args.preset, args.evals, path, home)), flush=True)
+        print(
+            json.dumps(run(json.loads(spec), parse_duration(args.max_time), args.preset, args.evals, path, home)),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ import argparse
 import time
 
 import torch
-
 from _common import corpus, temp_home
+
 from chatrnn.config import CHARLM_PRESETS
 from chatrnn.train.charlm import CharLMOptions, train_charlm
 from chatrnn.train.trainer import TrainConfig
@@ -30,8 +30,10 @@ def ours(path: str, preset: str, steps: int, warm: int, home) -> float:
         return step >= warm + steps
 
     out = home / f"ours-{time.monotonic_ns()}"
-    train_charlm(CharLMOptions(out=out, corpus=[path], preset=preset, device="cpu",
-                               train=TrainConfig(max_steps=10 ** 9, evals=1)), stop_check=stop_check)
+    train_charlm(
+        CharLMOptions(out=out, corpus=[path], preset=preset, device="cpu", train=TrainConfig(max_steps=10**9, evals=1)),
+        stop_check=stop_check,
+    )
     p = CHARLM_PRESETS[preset]
     return steps * p["batch_size"] * p["seq_len"] / (marks[warm + steps] - marks[warm])
 
@@ -57,7 +59,7 @@ def bare(data: torch.Tensor, preset: str, steps: int, warm: int, vocab: int) -> 
         if i == warm:
             t0 = time.perf_counter()
         idx = torch.randint(0, len(data) - T - 1, (B,))
-        w = torch.stack([data[j:j + T + 1] for j in idx.tolist()]).long()
+        w = torch.stack([data[j : j + T + 1] for j in idx.tolist()]).long()
         x, outs = emb(w[:, :-1]), []
         for k, lstm in enumerate(lstms):
             x, st = lstm(x, states[k])
@@ -88,8 +90,11 @@ def main() -> None:
 
     p = CHARLM_PRESETS[args.preset]
     cores = torch.get_num_threads()
-    print(f"preset {args.preset}: {p['layers']}x{p['hidden']} LSTM{' with skip connections' if p.get('skip') else ''}, batch {p['batch_size']} x {p['seq_len']}, "
-          f"{args.steps} steps x {args.rounds} rounds")
+    print(
+        f"preset {args.preset}: {p['layers']}x{p['hidden']} "
+        f"LSTM{' with skip connections' if p.get('skip') else ''}, batch {p['batch_size']} x {p['seq_len']}, "
+        f"{args.steps} steps x {args.rounds} rounds"
+    )
     ratios = {}
     for label, threads in (("1 thread each", 1), (f"default, {cores} cores", cores)):
         r_ours, r_bare = [], []
@@ -106,7 +111,10 @@ def main() -> None:
         print(f"  chatrnn trainer    {best_ours:10,.0f} chars/s  (rounds: {', '.join(f'{r:,.0f}' for r in r_ours)})")
         print(f"  ratio chatrnn / bare = {ratios[label]:.3f}")
     worst = min(ratios.values())
-    print(f"bar: within 10% of the bare loop (ratio >= 0.90) in both: {'PASS' if worst >= 0.9 else 'FAIL'} ({worst:.3f})")
+    print(
+        f"bar: within 10% of the bare loop (ratio >= 0.90) in both: {'PASS' if worst >= 0.9 else 'FAIL'} ({worst:.3f})"
+    )
+
 
 if __name__ == "__main__":
     main()

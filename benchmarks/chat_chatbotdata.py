@@ -65,7 +65,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--work", type=Path, default=None, help="folder for splits and checkpoints (default: a temp dir)")
     ap.add_argument("--chat-checkpoint", type=Path, default=None, help="skip chat training, measure this checkpoint")
-    ap.add_argument("--charlm-checkpoint", type=Path, default=None, help="skip char LM training, measure this checkpoint")
+    ap.add_argument(
+        "--charlm-checkpoint", type=Path, default=None, help="skip char LM training, measure this checkpoint"
+    )
     args = ap.parse_args()
     if not args.corpus.is_file():
         print(f"skipped: {args.corpus} not found (the shared corpora sit beside the checkout)")
@@ -100,8 +102,13 @@ def main() -> int:
     # ---- chat model ------------------------------------------------------------------------
     chat_dir = args.chat_checkpoint or work / "chat"
     if args.chat_checkpoint is None:
-        opts = ChatOptions(out=chat_dir, corpus=[str(train_csv)], val_file=str(val_csv), device="cpu",
-                           train=TrainConfig(max_time=budget))
+        opts = ChatOptions(
+            out=chat_dir,
+            corpus=[str(train_csv)],
+            val_file=str(val_csv),
+            device="cpu",
+            train=TrainConfig(max_time=budget),
+        )
         r = train_chat(opts, reporter=Reporter(every_s=60))
         print(f"chat: {r.steps} steps in {r.elapsed:.0f}s, best val loss {r.best_val_loss:.4f}")
     cfg = json.loads((chat_dir / "config.json").read_text("utf-8"))
@@ -116,8 +123,13 @@ def main() -> int:
     val_file.write_text("".join(normalize_text(p.reply) + "\n" for p in val_pairs), "utf-8")
     char_dir = args.charlm_checkpoint or work / "charlm"
     if args.charlm_checkpoint is None:
-        copts = CharLMOptions(out=char_dir, sources=[TextSource("ChatbotData training replies", text=train_text)],
-                              val_file=str(val_file), device="cpu", train=TrainConfig(max_time=budget))
+        copts = CharLMOptions(
+            out=char_dir,
+            sources=[TextSource("ChatbotData training replies", text=train_text)],
+            val_file=str(val_file),
+            device="cpu",
+            train=TrainConfig(max_time=budget),
+        )
         cr = train_charlm(copts, reporter=Reporter(every_s=60))
         print(f"char LM: {cr.steps} steps in {cr.elapsed:.0f}s")
     char_m = evaluate_charlm_file(char_dir, val_file, device="cpu")
@@ -139,20 +151,31 @@ def main() -> int:
     beam_ms = median_ms(lambda q: resp.reply(q, settings=ReplySettings(beam=5)), prompts)
 
     print()
-    print(f"chat model: {cfg['training']['steps']} steps, {cfg['training']['epochs']} epochs, "
-          f"{cfg['model']['layers']}x{cfg['model']['hidden']} GRU, vocab {cfg['model']['vocab_size']}")
+    print(
+        f"chat model: {cfg['training']['steps']} steps, {cfg['training']['epochs']} epochs, "
+        f"{cfg['model']['layers']}x{cfg['model']['hidden']} GRU, vocab {cfg['model']['vocab_size']}"
+    )
     print(f"validation pairs scored: {len(examples)}")
     print(f"val reply NLL, true prompts:     {true['loss']:.4f} nats/token")
     print(f"val reply NLL, shuffled prompts: {shuffled['loss']:.4f} nats/token")
     print(f"prompt-use ratio (shuffled/true): {ratio:.3f}   bar >= 1.3: {'PASS' if ratio >= 1.3 else 'FAIL'}")
     print(f"val reply bits/char, chat model: {true['bpc']:.4f}")
-    print(f"val reply bits/char, char LM:    {char_m['bpc']:.4f} ({char_m.get('unknown_chars', 0)} unknown chars dropped)"
-          f"   bar chat < char LM: {'PASS' if true['bpc'] < char_m['bpc'] else 'FAIL'}")
-    print(f"training throughput: {tokens_per_s:,.0f} reply tokens/s ({t['tokens']:,} tokens in {t['train_time_s']:.0f}s, evals included)")
-    print(f"reply latency, median of 100: greedy {greedy_ms:.1f} ms, beam 5 {beam_ms:.1f} ms   "
-          f"bar greedy < 30 ms: {'PASS' if greedy_ms < 30 else 'FAIL'}")
-    print(f"distinct-1 {d1:.3f}, distinct-2 {d2:.3f} of {len(replies)} greedy val replies (no-repeat-ngram 3)   "
-          f"bar distinct-2 >= 0.3: {'PASS' if d2 >= 0.3 else 'FAIL'}")
+    print(
+        f"val reply bits/char, char LM:    {char_m['bpc']:.4f} ({char_m.get('unknown_chars', 0)} unknown chars dropped)"
+        f"   bar chat < char LM: {'PASS' if true['bpc'] < char_m['bpc'] else 'FAIL'}"
+    )
+    print(
+        f"training throughput: {tokens_per_s:,.0f} reply tokens/s "
+        f"({t['tokens']:,} tokens in {t['train_time_s']:.0f}s, evals included)"
+    )
+    print(
+        f"reply latency, median of 100: greedy {greedy_ms:.1f} ms, beam 5 {beam_ms:.1f} ms   "
+        f"bar greedy < 30 ms: {'PASS' if greedy_ms < 30 else 'FAIL'}"
+    )
+    print(
+        f"distinct-1 {d1:.3f}, distinct-2 {d2:.3f} of {len(replies)} greedy val replies (no-repeat-ngram 3)   "
+        f"bar distinct-2 >= 0.3: {'PASS' if d2 >= 0.3 else 'FAIL'}"
+    )
     print("sample replies:")
     for p, rep in list(zip(val_pairs, replies))[:8]:
         print(f"  {p.prompt} -> {rep}   (ref: {p.reply})")

@@ -40,9 +40,16 @@ def worker(a: dict) -> None:
     world = dist.world if dist else 1
     batch = a["batch"] * world if a["mode"] == "weak" else a["batch"]
     total = a["warmup"] + a["steps"]
-    opts = CharLMOptions(out=Path(a["out"]), corpus=[a["corpus"]], preset=a["preset"], batch_size=batch,
-                         seq_len=a["seq_len"], val_fraction=0.02, device="cpu",
-                         train=TrainConfig(max_steps=total, evals=1, seed=1))
+    opts = CharLMOptions(
+        out=Path(a["out"]),
+        corpus=[a["corpus"]],
+        preset=a["preset"],
+        batch_size=batch,
+        seq_len=a["seq_len"],
+        val_fraction=0.02,
+        device="cpu",
+        train=TrainConfig(max_steps=total, evals=1, seed=1),
+    )
     task, train = build_charlm(opts, torch.device("cpu"), dist)
     marks: dict[int, tuple[float, float]] = {}
 
@@ -51,15 +58,32 @@ def worker(a: dict) -> None:
             marks[step] = (time.perf_counter(), time.process_time())
         return False
 
-    Trainer(task, train, opts.out, torch.device("cpu"), dist=dist, stop_check=stop_check,
-            train_model=dist.wrap(task.model) if dist else None).run()
+    Trainer(
+        task,
+        train,
+        opts.out,
+        torch.device("cpu"),
+        dist=dist,
+        stop_check=stop_check,
+        train_model=dist.wrap(task.model) if dist else None,
+    ).run()
     if dist is None or dist.is_main:
         secs = marks[total][0] - marks[a["warmup"]][0]
         cpu = marks[total][1] - marks[a["warmup"]][1]  # this rank's CPU time, gloo's threads included
         tokens = a["steps"] * task.tokens_per_step * world
-        Path(a["result"]).write_text(json.dumps({
-            "world": world, "tokens_per_s": tokens / secs, "s_per_step": secs / a["steps"],
-            "global_batch": batch, "cpu_per_step": cpu / a["steps"], "params": task.model.num_parameters(), "syncs": dist.syncs if dist else 0}))
+        Path(a["result"]).write_text(
+            json.dumps(
+                {
+                    "world": world,
+                    "tokens_per_s": tokens / secs,
+                    "s_per_step": secs / a["steps"],
+                    "global_batch": batch,
+                    "cpu_per_step": cpu / a["steps"],
+                    "params": task.model.num_parameters(),
+                    "syncs": dist.syncs if dist else 0,
+                }
+            )
+        )
     if dist:
         dist.close()
 
@@ -99,31 +123,46 @@ def main() -> None:
 
     tmp = temp_home()
     path = a.corpus or str(corpus("tinyshakespeare.txt"))
-    args = dict(preset=a.preset, batch=a.batch, seq_len=a.seq_len, steps=a.steps, warmup=a.warmup, mode=a.mode,
-                corpus=path)
-    print(f"char LM, preset {a.preset}, {a.mode} scaling, batch {a.batch} {'per rank' if a.mode == 'weak' else 'in all'}, "
-          f"seq {a.seq_len}, {a.steps} timed steps after {a.warmup}; {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    args = dict(
+        preset=a.preset, batch=a.batch, seq_len=a.seq_len, steps=a.steps, warmup=a.warmup, mode=a.mode, corpus=path
+    )
+    print(
+        f"char LM, preset {a.preset}, {a.mode} scaling, batch "
+        f"{a.batch} {'per rank' if a.mode == 'weak' else 'in all'}, "
+        f"seq {a.seq_len}, {a.steps} timed steps after {a.warmup}; {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     one, two, cpu1, cpu2 = [], [], [], []
     for i in range(a.repeats):
         r1 = run(1, args, tmp, f"one{i}")
         one.append(r1["tokens_per_s"])
         cpu1.append(r1["cpu_per_step"])
-        print(f"  1 rank  x 1 thread: {r1['tokens_per_s']:>9,.0f} chars/s  ({r1['s_per_step'] * 1000:.0f} ms/step, "
-              f"global batch {r1['global_batch']})", flush=True)
+        print(
+            f"  1 rank  x 1 thread: {r1['tokens_per_s']:>9,.0f} chars/s  ({r1['s_per_step'] * 1000:.0f} ms/step, "
+            f"global batch {r1['global_batch']})",
+            flush=True,
+        )
         r2 = run(2, args, tmp, f"two{i}")
         two.append(r2["tokens_per_s"])
         cpu2.append(r2["cpu_per_step"])
-        print(f"  2 ranks x 1 thread: {r2['tokens_per_s']:>9,.0f} chars/s  ({r2['s_per_step'] * 1000:.0f} ms/step, "
-              f"global batch {r2['global_batch']}, {r2['syncs']} stop agreements)", flush=True)
+        print(
+            f"  2 ranks x 1 thread: {r2['tokens_per_s']:>9,.0f} chars/s  ({r2['s_per_step'] * 1000:.0f} ms/step, "
+            f"global batch {r2['global_batch']}, {r2['syncs']} stop agreements)",
+            flush=True,
+        )
     print(f"parameters {r1['params']:,}")
-    print(f"median: 1 rank {statistics.median(one):,.0f}, 2 ranks {statistics.median(two):,.0f} chars/s, "
-          f"ratio {statistics.median(two) / statistics.median(one):.2f}x")
+    print(
+        f"median: 1 rank {statistics.median(one):,.0f}, 2 ranks {statistics.median(two):,.0f} chars/s, "
+        f"ratio {statistics.median(two) / statistics.median(one):.2f}x"
+    )
     print(f"best:   1 rank {max(one):,.0f}, 2 ranks {max(two):,.0f} chars/s, ratio {max(two) / max(one):.2f}x")
     c1, c2 = statistics.median(cpu1), statistics.median(cpu2)
     per_rank = 1 if a.mode == "weak" else 2  # rows per rank relative to the 1-rank run: 1, or 1/2
-    print(f"CPU time per step and rank: 1 rank {c1 * 1000:.0f} ms, 2 ranks {c2 * 1000:.0f} ms "
-          f"(if each rank had a core to itself: {2 * c1 / c2 / per_rank:.2f}x)")
+    print(
+        f"CPU time per step and rank: 1 rank {c1 * 1000:.0f} ms, 2 ranks {c2 * 1000:.0f} ms "
+        f"(if each rank had a core to itself: {2 * c1 / c2 / per_rank:.2f}x)"
+    )
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -29,16 +29,33 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import temp_home  # noqa: E402
 
-MESSAGES = ["hello", "how are you?", "what is your name", "tell me a joke", "do you like music",
-            "what time is it", "where do you live", "I am tired today", "good morning!", "what is love",
-            "can you help me", "are you a robot", "what do you eat", "thank you", "who made you",
-            "what is the weather like", "do you have friends", "I like pizza", "see you later", "bye"]
+MESSAGES = [
+    "hello",
+    "how are you?",
+    "what is your name",
+    "tell me a joke",
+    "do you like music",
+    "what time is it",
+    "where do you live",
+    "I am tired today",
+    "good morning!",
+    "what is love",
+    "can you help me",
+    "are you a robot",
+    "what do you eat",
+    "thank you",
+    "who made you",
+    "what is the weather like",
+    "do you have friends",
+    "I like pizza",
+    "see you later",
+    "bye",
+]
 
 
 def ensure_models(chat: str | None, lm: str | None, steps: int) -> tuple[str, str]:
-    from chatrnn.checkpoint import checkpoints_root
+    from chatrnn.checkpoint import checkpoints_root, resolve_checkpoint
     from chatrnn.errors import ChatrnnError
-    from chatrnn.checkpoint import resolve_checkpoint
 
     def found(name, kind):
         try:
@@ -92,21 +109,28 @@ def summary(name: str, ms: list[float], bar: float, stat: str = "median") -> boo
     p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
     value = med if stat == "median" else ms[-1]
     ok = value < bar
-    print(f"{name:<48} median {med:6.1f} ms   p90 {p90:6.1f} ms   max {ms[-1]:6.1f} ms   "
-          f"(n={len(ms)}; bar: {stat} < {bar:.0f} ms: {'PASS' if ok else 'FAIL'})")
+    print(
+        f"{name:<48} median {med:6.1f} ms   p90 {p90:6.1f} ms   max {ms[-1]:6.1f} ms   "
+        f"(n={len(ms)}; bar: {stat} < {bar:.0f} ms: {'PASS' if ok else 'FAIL'})"
+    )
     return ok
 
 
 async def run(args) -> int:
+    import tempfile
+
     from chatrnn.decoding import GenerateSettings, ReplySettings
     from chatrnn.tui.app import ChatrnnApp
     from chatrnn.tui.store import Store
 
-    import tempfile
-
     store = Store(Path(tempfile.mkdtemp(prefix="chatrnn-tui-bench-")) / "history.sqlite3")  # on disk, as for users
-    app = ChatrnnApp(chat_checkpoint=args.checkpoint, lm_checkpoint=args.lm, store=store,
-                     reply_settings=ReplySettings(), generate_settings=GenerateSettings(length=100000))
+    app = ChatrnnApp(
+        chat_checkpoint=args.checkpoint,
+        lm_checkpoint=args.lm,
+        store=store,
+        reply_settings=ReplySettings(),
+        generate_settings=GenerateSettings(length=100000),
+    )
     ok = True
     async with app.run_test(size=(120, 40)) as pilot:
         t = time.perf_counter()
@@ -114,8 +138,10 @@ async def run(args) -> int:
         if app.chat.model is None or app.gen.model is None:
             print("could not load the models: " + "; ".join(n.message for n in app._notifications))
             return 2
-        print(f"models loaded in {time.perf_counter() - t:.1f}s (worker thread; the UI was up meanwhile): "
-              f"chat {app.chat.model_name}, char LM {app.gen.model_name}")
+        print(
+            f"models loaded in {time.perf_counter() - t:.1f}s (worker thread; the UI was up meanwhile): "
+            f"chat {app.chat.model_name}, char LM {app.gen.model_name}"
+        )
         box = app.query_one("#chat-input")
 
         # 1. Enter -> first reply token on screen
@@ -127,7 +153,7 @@ async def run(args) -> int:
             before = app.chat.job
             t0 = time.perf_counter()
             await pilot.press("enter")
-            await until(lambda: app.chat.job is not before and app.chat.job.reported)
+            await until(lambda before=before: app.chat.job is not before and app.chat.job.reported)
             if len(app.chat.first_token_times) > n:
                 first.append((app.chat.first_token_times[n] - t0) * 1000)
                 lengths.append(len(app.chat.job.pieces))
@@ -151,7 +177,7 @@ async def run(args) -> int:
             expect = box.value + ch
             t0 = time.perf_counter()
             send_key(app, ch)
-            t1 = await until(lambda: box.value == expect)
+            t1 = await until(lambda expect=expect: box.value == expect)
             keys.append((t1 - t0) * 1000)
             await asyncio.sleep(0.03)
         streamed = len(app.chat.job.pieces)
@@ -177,7 +203,7 @@ async def run(args) -> int:
             key = "right_square_bracket" if i % 2 == 0 else "left_square_bracket"
             t0 = time.perf_counter()
             send_key(app, key, "]" if i % 2 == 0 else "[")
-            t1 = await until(lambda: app.gen.settings.temperature != before)
+            t1 = await until(lambda before=before: app.gen.settings.temperature != before)
             temps.append((t1 - t0) * 1000)
             await asyncio.sleep(0.03)
         count = app.gen.job.count

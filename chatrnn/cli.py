@@ -87,13 +87,23 @@ def _limits(max_steps, epochs, max_time, default_time: float | None):
 # train
 # ---------------------------------------------------------------------------------------------
 @cli.group(cls=ChatrnnGroup, invoke_without_command=True, context_settings=CONTEXT)
-@click.option("--corpus", "corpus", multiple=True, type=click.Path(), help="Corpus file or folder (repeatable). Default: the bundled chatterbot-corpus.")
+@click.option(
+    "--corpus",
+    "corpus",
+    multiple=True,
+    type=click.Path(),
+    help="Corpus file or folder (repeatable). Default: the bundled chatterbot-corpus.",
+)
 @click.option("--lang", default="english", show_default=True, help="Language of the bundled corpus.")
-@click.option("--max-time", callback=_duration, default="5m", show_default=True, help="Budget for both models together.")
+@click.option(
+    "--max-time", callback=_duration, default="5m", show_default=True, help="Budget for both models together."
+)
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
 @click.option("--seed", type=int, default=1337, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
-@click.option("--dry-run", is_flag=True, help="Print the plan of both runs (device, ranks, model sizes, memory) and exit.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan of both runs (device, ranks, model sizes, memory) and exit."
+)
 @click.pass_context
 def train(ctx: click.Context, corpus, lang, max_time, device, seed, quiet, dry_run) -> None:
     """Train models. With no subcommand: the char LM, then the chatbot, on the same corpus.
@@ -108,8 +118,9 @@ def train(ctx: click.Context, corpus, lang, max_time, device, seed, quiet, dry_r
         return
     from chatrnn.train.launch import run_both
 
-    run_both(list(corpus), lang=lang, max_time=max_time, device=device, seed=seed, reporter=_reporter(quiet),
-             dry_run=dry_run)
+    run_both(
+        list(corpus), lang=lang, max_time=max_time, device=device, seed=seed, reporter=_reporter(quiet), dry_run=dry_run
+    )
 
 
 def _apply(f, opts):
@@ -120,30 +131,69 @@ def _apply(f, opts):
 
 def training_options(f):
     """Run-control and optimiser flags, the same for both models (read by :func:`train_config_from`)."""
-    return _apply(f, [
-        click.option("--lr", type=click.FloatRange(0, min_open=True), default=None, help="Peak learning rate (preset's by default)."),
-        click.option("--weight-decay", type=click.FloatRange(0), default=None, help="AdamW weight decay of the weight matrices (preset's; 0.01 without one)."),
-        click.option("--warmup", "warmup_steps", type=click.IntRange(0), default=50, show_default=True, help="Warmup steps."),
-        click.option("--min-lr-ratio", type=click.FloatRange(0, 1), default=0.05, show_default=True),
-        click.option("--grad-clip", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True),
-        click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
-                     help="Average the weights (exponential moving average, this decay per step, e.g. 0.999); "
-                          "evaluations score the average. 0: off. Default: the preset's."),
-        click.option("--max-steps", type=click.IntRange(1), default=None),
-        click.option("--epochs", type=click.FloatRange(0, min_open=True), default=None),
-        click.option("--max-time", callback=_duration, default=None, help="Wall-clock budget, e.g. 110s, 10m, 1h (default 3m when no limit is given)."),
-        click.option("--evals", type=click.IntRange(1), default=6, show_default=True, help="Evaluations per run (the last at the end)."),
-        click.option("--eval-every", type=click.IntRange(1), default=None, help="Evaluate every N steps instead."),
-        click.option("--seed", type=int, default=1337, show_default=True),
-        click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps."),
-        click.option("--threads", type=click.IntRange(1), default=None, envvar="CHATRNN_THREADS",
-                     help="CPU, char LM: threads that each train a slice of the batch (default: the cores)."),
-        click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on with CUDA)."),
-        click.option("--compile", "compile_model", is_flag=True, help="torch.compile the model (first steps slower)."),
-        click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
-        click.option("--dry-run", is_flag=True, help="Print the plan (device, ranks, model size, steps, memory) and exit."),
-        click.option("--quiet", "-q", is_flag=True, help="No progress output."),
-    ])
+    return _apply(
+        f,
+        [
+            click.option(
+                "--lr",
+                type=click.FloatRange(0, min_open=True),
+                default=None,
+                help="Peak learning rate (preset's by default).",
+            ),
+            click.option(
+                "--weight-decay",
+                type=click.FloatRange(0),
+                default=None,
+                help="AdamW weight decay of the weight matrices (preset's; 0.01 without one).",
+            ),
+            click.option(
+                "--warmup", "warmup_steps", type=click.IntRange(0), default=50, show_default=True, help="Warmup steps."
+            ),
+            click.option("--min-lr-ratio", type=click.FloatRange(0, 1), default=0.05, show_default=True),
+            click.option("--grad-clip", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True),
+            click.option(
+                "--ema",
+                type=click.FloatRange(0, 1, max_open=True),
+                default=None,
+                help="Average the weights (exponential moving average, this decay per step, e.g. 0.999); "
+                "evaluations score the average. 0: off. Default: the preset's.",
+            ),
+            click.option("--max-steps", type=click.IntRange(1), default=None),
+            click.option("--epochs", type=click.FloatRange(0, min_open=True), default=None),
+            click.option(
+                "--max-time",
+                callback=_duration,
+                default=None,
+                help="Wall-clock budget, e.g. 110s, 10m, 1h (default 3m when no limit is given).",
+            ),
+            click.option(
+                "--evals",
+                type=click.IntRange(1),
+                default=6,
+                show_default=True,
+                help="Evaluations per run (the last at the end).",
+            ),
+            click.option("--eval-every", type=click.IntRange(1), default=None, help="Evaluate every N steps instead."),
+            click.option("--seed", type=int, default=1337, show_default=True),
+            click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps."),
+            click.option(
+                "--threads",
+                type=click.IntRange(1),
+                default=None,
+                envvar="CHATRNN_THREADS",
+                help="CPU, char LM: threads that each train a slice of the batch (default: the cores).",
+            ),
+            click.option("--amp/--no-amp", default=None, help="bf16 autocast (default: on with CUDA)."),
+            click.option(
+                "--compile", "compile_model", is_flag=True, help="torch.compile the model (first steps slower)."
+            ),
+            click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
+            click.option(
+                "--dry-run", is_flag=True, help="Print the plan (device, ranks, model size, steps, memory) and exit."
+            ),
+            click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+        ],
+    )
 
 
 def train_config_from(kw: dict):
@@ -151,43 +201,124 @@ def train_config_from(kw: dict):
     (a resumed run keeps its stored limits unless new ones are typed)."""
     from chatrnn.train.trainer import TrainConfig
 
-    max_steps, epochs, max_time = _limits(kw["max_steps"], kw["epochs"], kw["max_time"], None if kw["resume"] else 180.0)
-    return TrainConfig(max_steps=max_steps, epochs=epochs, max_time=max_time, lr=kw["lr"] or TrainConfig.lr,
-                       min_lr_ratio=kw["min_lr_ratio"], warmup_steps=kw["warmup_steps"], weight_decay=kw["weight_decay"],
-                       grad_clip=kw["grad_clip"], evals=kw["evals"], eval_every=kw["eval_every"], seed=kw["seed"],
-                       amp=kw["amp"], threads=kw["threads"], compile=kw["compile_model"], ema=kw["ema"])
+    max_steps, epochs, max_time = _limits(
+        kw["max_steps"], kw["epochs"], kw["max_time"], None if kw["resume"] else 180.0
+    )
+    return TrainConfig(
+        max_steps=max_steps,
+        epochs=epochs,
+        max_time=max_time,
+        lr=kw["lr"] or TrainConfig.lr,
+        min_lr_ratio=kw["min_lr_ratio"],
+        warmup_steps=kw["warmup_steps"],
+        weight_decay=kw["weight_decay"],
+        grad_clip=kw["grad_clip"],
+        evals=kw["evals"],
+        eval_every=kw["eval_every"],
+        seed=kw["seed"],
+        amp=kw["amp"],
+        threads=kw["threads"],
+        compile=kw["compile_model"],
+        ema=kw["ema"],
+    )
 
 
 def charlm_options(f):
     """The flags of ``train charlm``."""
-    return training_options(_apply(f, [
-        click.option("--corpus", "corpus", multiple=True, type=click.Path(), help="UTF-8 text file or folder of .txt files (repeatable). Default: the bundled chatterbot-corpus."),
-        click.option("--lang", default="english", show_default=True, help="Language of the bundled corpus (when no --corpus)."),
-        click.option("--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files."),
-        click.option("--val-fraction", type=float, default=0.1, show_default=True, help="Tail of the corpus held out for validation."),
-        click.option("--val-file", type=click.Path(), default=None, help="Validate on this file instead of the tail."),
-        click.option("--out", default=None, help="Checkpoint folder (a name under checkpoints/ or a path). Default: checkpoints/charlm."),
-        click.option("--preset", default=None, help="cpu, cpu-large, gpu, gpu-small, tiny (default: gpu on CUDA; on a CPU cpu, or cpu-large for --max-time of 5m or more)."),
-        click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), default=None, help="Recurrent cell (preset: lstm)."),
-        click.option("--layers", type=click.IntRange(1, 16), default=None),
-        click.option("--hidden", type=click.IntRange(1), default=None),
-        click.option("--embed", type=click.IntRange(1), default=None),
-        click.option("--dropout", type=click.FloatRange(0, 0.9), default=None),
-        click.option("--tie-weights/--no-tie-weights", default=None, help="Share the embedding with the output layer."),
-        click.option("--skip/--no-skip", default=None, help="Feed every layer's output to the head (skip connections; preset: on for CPU presets)."),
-        click.option("--batch-size", type=click.IntRange(1), default=None, help="Rows trained in parallel (global, over all ranks)."),
-        click.option("--seq-len", type=click.IntRange(1), default=None, help="Characters per truncated-BPTT window."),
-    ]))
+    return training_options(
+        _apply(
+            f,
+            [
+                click.option(
+                    "--corpus",
+                    "corpus",
+                    multiple=True,
+                    type=click.Path(),
+                    help="UTF-8 text file or folder of .txt files (repeatable). "
+                    "Default: the bundled chatterbot-corpus.",
+                ),
+                click.option(
+                    "--lang",
+                    default="english",
+                    show_default=True,
+                    help="Language of the bundled corpus (when no --corpus).",
+                ),
+                click.option(
+                    "--encoding", default="utf-8", show_default=True, help="Text encoding of the corpus files."
+                ),
+                click.option(
+                    "--val-fraction",
+                    type=float,
+                    default=0.1,
+                    show_default=True,
+                    help="Tail of the corpus held out for validation.",
+                ),
+                click.option(
+                    "--val-file", type=click.Path(), default=None, help="Validate on this file instead of the tail."
+                ),
+                click.option(
+                    "--out",
+                    default=None,
+                    help="Checkpoint folder (a name under checkpoints/ or a path). Default: checkpoints/charlm.",
+                ),
+                click.option(
+                    "--preset",
+                    default=None,
+                    help="cpu, cpu-large, gpu, gpu-small, tiny (default: gpu on CUDA; "
+                    "on a CPU cpu, or cpu-large for --max-time of 5m or more).",
+                ),
+                click.option(
+                    "--cell",
+                    type=click.Choice(["lstm", "gru", "rnn"]),
+                    default=None,
+                    help="Recurrent cell (preset: lstm).",
+                ),
+                click.option("--layers", type=click.IntRange(1, 16), default=None),
+                click.option("--hidden", type=click.IntRange(1), default=None),
+                click.option("--embed", type=click.IntRange(1), default=None),
+                click.option("--dropout", type=click.FloatRange(0, 0.9), default=None),
+                click.option(
+                    "--tie-weights/--no-tie-weights", default=None, help="Share the embedding with the output layer."
+                ),
+                click.option(
+                    "--skip/--no-skip",
+                    default=None,
+                    help="Feed every layer's output to the head (skip connections; preset: on for CPU presets).",
+                ),
+                click.option(
+                    "--batch-size",
+                    type=click.IntRange(1),
+                    default=None,
+                    help="Rows trained in parallel (global, over all ranks).",
+                ),
+                click.option(
+                    "--seq-len", type=click.IntRange(1), default=None, help="Characters per truncated-BPTT window."
+                ),
+            ],
+        )
+    )
 
 
 def build_charlm_options(kw: dict):
     from chatrnn.train.charlm import CharLMOptions
 
     model = {k: kw[k] for k in ("cell", "layers", "hidden", "embed", "dropout", "tie_weights", "skip")}
-    return CharLMOptions(out=_out_path(kw["out"], "charlm"), corpus=list(kw["corpus"]), lang=kw["lang"], encoding=kw["encoding"],
-                         val_fraction=kw["val_fraction"], val_file=kw["val_file"], preset=kw["preset"], model=model,
-                         batch_size=kw["batch_size"], seq_len=kw["seq_len"], train=train_config_from(kw), lr_given=kw["lr"] is not None,
-                         device=kw["device"], resume=kw["resume"])
+    return CharLMOptions(
+        out=_out_path(kw["out"], "charlm"),
+        corpus=list(kw["corpus"]),
+        lang=kw["lang"],
+        encoding=kw["encoding"],
+        val_fraction=kw["val_fraction"],
+        val_file=kw["val_file"],
+        preset=kw["preset"],
+        model=model,
+        batch_size=kw["batch_size"],
+        seq_len=kw["seq_len"],
+        train=train_config_from(kw),
+        lr_given=kw["lr"] is not None,
+        device=kw["device"],
+        resume=kw["resume"],
+    )
 
 
 @train.command("charlm", context_settings=CONTEXT)
@@ -211,12 +342,39 @@ def train_charlm_cmd(**kw) -> None:
 @cli.command(context_settings=CONTEXT)
 @click.option("--seed", "seed_text", default="", help="Text to prime the model with (unknown characters are skipped).")
 @click.option("--length", "-n", type=click.IntRange(0), default=500, show_default=True, help="Characters to generate.")
-@click.option("--temperature", "-t", type=click.FloatRange(0), default=0.8, show_default=True, envvar="CHATRNN_TEMPERATURE", help="0 = greedy.")
-@click.option("--top-k", type=click.IntRange(0), default=0, show_default=True, envvar="CHATRNN_TOP_K", help="Keep the k most likely (0 = all).")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True, envvar="CHATRNN_TOP_P", help="Nucleus sampling mass.")
+@click.option(
+    "--temperature",
+    "-t",
+    type=click.FloatRange(0),
+    default=0.8,
+    show_default=True,
+    envvar="CHATRNN_TEMPERATURE",
+    help="0 = greedy.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    envvar="CHATRNN_TOP_K",
+    help="Keep the k most likely (0 = all).",
+)
+@click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=1.0,
+    show_default=True,
+    envvar="CHATRNN_TOP_P",
+    help="Nucleus sampling mass.",
+)
 @click.option("--rng-seed", type=int, default=None, help="Make sampling repeatable.")
 @click.option("--num-samples", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--checkpoint", "-c", default=None, help="Checkpoint name under checkpoints/ or a path. Default: checkpoints/charlm.")
+@click.option(
+    "--checkpoint",
+    "-c",
+    default=None,
+    help="Checkpoint name under checkpoints/ or a path. Default: checkpoints/charlm.",
+)
 @click.option("--echo/--no-echo", default=True, show_default=True, help="Print the seed before the continuation.")
 @click.option("--device", default="cpu", show_default=True)
 def generate(seed_text, length, temperature, top_k, top_p, rng_seed, num_samples, checkpoint, echo, device) -> None:
@@ -302,9 +460,12 @@ def info(checkpoint, as_json) -> None:
     if s["best_val_loss"] is not None:
         click.echo(f"best val     {s['best_val_loss']:.4f} nats/token")
     if t:
-        click.echo(f"trained      {t.get('steps', 0):,} steps, {t.get('epochs', 0)} epochs, {t.get('tokens', 0):,} {t.get('unit', 'tokens')}, "
-                   f"{format_duration(t.get('train_time_s', 0))} on {t.get('device', '?')}"
-                   + ("" if t.get("finished", True) else " (unfinished: resume with --resume)"))
+        click.echo(
+            f"trained      {t.get('steps', 0):,} steps, {t.get('epochs', 0)} "
+            f"epochs, {t.get('tokens', 0):,} {t.get('unit', 'tokens')}, "
+            f"{format_duration(t.get('train_time_s', 0))} on {t.get('device', '?')}"
+            + ("" if t.get("finished", True) else " (unfinished: resume with --resume)")
+        )
     if s["corpus"]:
         click.echo("corpus       " + ", ".join(f"{k}={v}" for k, v in s["corpus"].items()))
 

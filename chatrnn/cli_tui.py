@@ -29,8 +29,13 @@ def reply_settings(temperature=None, top_k=None, top_p=None, beam=None, max_len=
     from chatrnn.decoding import ReplySettings, from_env, set_value
 
     s = from_env(ReplySettings())
-    for name, value in (("temperature", temperature), ("top_k", top_k), ("top_p", top_p), ("beam", beam),
-                        ("max_len", max_len)):
+    for name, value in (
+        ("temperature", temperature),
+        ("top_k", top_k),
+        ("top_p", top_p),
+        ("beam", beam),
+        ("max_len", max_len),
+    ):
         if value is not None:
             s = set_value(s, name, value)
     return s
@@ -75,18 +80,44 @@ def run_plain(responder, settings, stdin=None, stdout=None, stderr=None) -> int:
 
 
 @cli.command("chat", context_settings=CONTEXT)
-@click.option("--checkpoint", "-c", default=None, envvar="CHATRNN_CHECKPOINT",
-              help="Chat model: a name under checkpoints/ or a path. Default: checkpoints/chat (or the newest chat checkpoint).")
-@click.option("--lm", default=None, envvar="CHATRNN_LM",
-              help="Char model for the Generate tab. Default: checkpoints/charlm (or the newest char LM).")
-@click.option("--db", default=None, envvar="CHATRNN_DB", type=click.Path(dir_okay=False),
-              help="Conversation history file (default: in the user data folder; ':memory:' keeps nothing).")
-@click.option("--plain", is_flag=True, envvar="CHATRNN_PLAIN",
-              help="No TUI: one message per input line, one reply per output line (automatic when not a terminal).")
+@click.option(
+    "--checkpoint",
+    "-c",
+    default=None,
+    envvar="CHATRNN_CHECKPOINT",
+    help="Chat model: a name under checkpoints/ or a path. Default: checkpoints/chat (or the newest chat checkpoint).",
+)
+@click.option(
+    "--lm",
+    default=None,
+    envvar="CHATRNN_LM",
+    help="Char model for the Generate tab. Default: checkpoints/charlm (or the newest char LM).",
+)
+@click.option(
+    "--db",
+    default=None,
+    envvar="CHATRNN_DB",
+    type=click.Path(dir_okay=False),
+    help="Conversation history file (default: in the user data folder; ':memory:' keeps nothing).",
+)
+@click.option(
+    "--plain",
+    is_flag=True,
+    envvar="CHATRNN_PLAIN",
+    help="No TUI: one message per input line, one reply per output line (automatic when not a terminal).",
+)
 @click.option("--device", default="cpu", show_default=True, envvar="CHATRNN_DEVICE", help="cpu, cuda, mps or auto.")
-@click.option("--temperature", "-t", type=float, default=None, envvar="CHATRNN_TEMPERATURE",
-              help="Reply sampling temperature (0 = greedy, the default).")
-@click.option("--top-k", type=int, default=None, envvar="CHATRNN_TOP_K", help="Sample among the k most likely (0 = all).")
+@click.option(
+    "--temperature",
+    "-t",
+    type=float,
+    default=None,
+    envvar="CHATRNN_TEMPERATURE",
+    help="Reply sampling temperature (0 = greedy, the default).",
+)
+@click.option(
+    "--top-k", type=int, default=None, envvar="CHATRNN_TOP_K", help="Sample among the k most likely (0 = all)."
+)
 @click.option("--top-p", type=float, default=None, envvar="CHATRNN_TOP_P", help="Nucleus sampling mass.")
 @click.option("--beam", type=int, default=None, envvar="CHATRNN_BEAM", help="Beam size (1 = no beam search).")
 @click.option("--max-len", type=int, default=None, envvar="CHATRNN_MAX_LEN", help="Longest reply, in tokens.")
@@ -112,6 +143,12 @@ def chat(checkpoint, lm, db, plain, device, temperature, top_k, top_p, beam, max
     from chatrnn.decoding import GenerateSettings, from_env
     from chatrnn.tui.app import ChatrnnApp
 
-    app = ChatrnnApp(chat_checkpoint=checkpoint, lm_checkpoint=lm, db_path=db or None, reply_settings=settings,
-                     generate_settings=from_env(GenerateSettings()), device=device)
+    app = ChatrnnApp(
+        chat_checkpoint=checkpoint,
+        lm_checkpoint=lm,
+        db_path=db or None,
+        reply_settings=settings,
+        generate_settings=from_env(GenerateSettings()),
+        device=device,
+    )
     app.run()

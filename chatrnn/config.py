@@ -21,6 +21,7 @@ class JsonConfig:
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
+
 # Optimiser settings a preset may choose (the user's flag wins), and their values for presets without them.
 TRAIN_DEFAULTS = {"weight_decay": 0.01, "ema": 0.0}
 
@@ -55,10 +56,31 @@ CHARLM_PRESETS: dict[str, dict] = {
     # weight decay 0.1 did not help there (1.511; with ema 1.503). Figures from here on score
     # every val character (see charlm_task.evaluate_stream).
     "tiny": dict(cell="lstm", layers=1, hidden=64, embed=16, dropout=0.0, batch_size=8, seq_len=32, lr=1e-2),
-    "cpu": dict(cell="lstm", layers=4, hidden=112, embed=64, dropout=0.0, skip=True, batch_size=16, seq_len=32, lr=8e-3,
-                ema=0.998),
-    "cpu-large": dict(cell="lstm", layers=4, hidden=176, embed=64, dropout=0.2, skip=True, batch_size=32, seq_len=32, lr=1e-2,
-                      weight_decay=0.1, ema=0.998),
+    "cpu": dict(
+        cell="lstm",
+        layers=4,
+        hidden=112,
+        embed=64,
+        dropout=0.0,
+        skip=True,
+        batch_size=16,
+        seq_len=32,
+        lr=8e-3,
+        ema=0.998,
+    ),
+    "cpu-large": dict(
+        cell="lstm",
+        layers=4,
+        hidden=176,
+        embed=64,
+        dropout=0.2,
+        skip=True,
+        batch_size=32,
+        seq_len=32,
+        lr=1e-2,
+        weight_decay=0.1,
+        ema=0.998,
+    ),
     # GPU (H100, 3-minute Tiny Shakespeare runs): 3x1024 with dropout 0.2 peaked at 1.498 then
     # overfitted hard (1M characters is ~30 steps an epoch); 3x768 with dropout 0.5 peaked at 1.462.
     "gpu": dict(cell="lstm", layers=3, hidden=768, embed=128, dropout=0.5, batch_size=64, seq_len=256, lr=2e-3),
@@ -75,12 +97,47 @@ CHAT_PRESETS: dict[str, dict] = {
     # validation loss falling for 20 epochs (without it the best checkpoint comes after ~4 and
     # barely uses the prompt); light dropout on top. "gpu" is the full model (input feeding, two
     # layers, more dropout); "tiny" is for tests.
-    "tiny": dict(embed=32, hidden=64, layers=1, attention="general", dropout=0.0, tie_weights=True, vocab_size=300,
-                 max_len=48, batch_size=16, lr=1e-2, label_smoothing=0.0),
-    "cpu": dict(embed=128, hidden=256, layers=1, attention="general", dropout=0.1, tie_weights=True, input_feeding=False,
-                vocab_size=2000, max_len=32, batch_size=64, lr=8e-3, label_smoothing=0.1),
-    "gpu": dict(embed=512, hidden=1024, layers=2, attention="general", dropout=0.2, tie_weights=True, input_feeding=True,
-                vocab_size=8000, max_len=48, batch_size=256, lr=1e-3, label_smoothing=0.1),
+    "tiny": dict(
+        embed=32,
+        hidden=64,
+        layers=1,
+        attention="general",
+        dropout=0.0,
+        tie_weights=True,
+        vocab_size=300,
+        max_len=48,
+        batch_size=16,
+        lr=1e-2,
+        label_smoothing=0.0,
+    ),
+    "cpu": dict(
+        embed=128,
+        hidden=256,
+        layers=1,
+        attention="general",
+        dropout=0.1,
+        tie_weights=True,
+        input_feeding=False,
+        vocab_size=2000,
+        max_len=32,
+        batch_size=64,
+        lr=8e-3,
+        label_smoothing=0.1,
+    ),
+    "gpu": dict(
+        embed=512,
+        hidden=1024,
+        layers=2,
+        attention="general",
+        dropout=0.2,
+        tie_weights=True,
+        input_feeding=True,
+        vocab_size=8000,
+        max_len=48,
+        batch_size=256,
+        lr=1e-3,
+        label_smoothing=0.1,
+    ),
 }
 
 

@@ -42,21 +42,47 @@ class GenerateSettings:
 
 
 _LIMITS = {
-    "temperature": (0.0, 10.0), "top_k": (0, 100000), "top_p": (1e-6, 1.0), "beam": (1, 64),
-    "length_penalty": (0.0, 5.0), "nbest": (1, 64), "no_repeat_ngram": (0, 20), "min_len": (0, 10000),
-    "max_len": (1, 10000), "context_turns": (0, 64), "length": (0, 1000000),
+    "temperature": (0.0, 10.0),
+    "top_k": (0, 100000),
+    "top_p": (1e-6, 1.0),
+    "beam": (1, 64),
+    "length_penalty": (0.0, 5.0),
+    "nbest": (1, 64),
+    "no_repeat_ngram": (0, 20),
+    "min_len": (0, 10000),
+    "max_len": (1, 10000),
+    "context_turns": (0, 64),
+    "length": (0, 1000000),
 }
 
 
 def set_value(settings, name: str, raw: str | float | int):
     """A copy of ``settings`` with ``name`` parsed from ``raw`` and range-checked (for ``/temp 0.7``)."""
     names = {f.name: f for f in fields(settings)}
-    aliases = {"temp": "temperature", "t": "temperature", "k": "top_k", "p": "top_p", "topk": "top_k",
-               "topp": "top_p", "len": "length" if "length" in names else "max_len", "ngram": "no_repeat_ngram"}
+    aliases = {
+        "temp": "temperature",
+        "t": "temperature",
+        "k": "top_k",
+        "p": "top_p",
+        "topk": "top_k",
+        "topp": "top_p",
+        "len": "length" if "length" in names else "max_len",
+        "ngram": "no_repeat_ngram",
+    }
     key = aliases.get(name.lower().replace("-", "_"), name.lower().replace("-", "_"))
     if key not in names:
         raise ChatrnnError(f"unknown setting {name!r}; settings: {', '.join(names)}")
-    is_int = key in ("top_k", "beam", "nbest", "no_repeat_ngram", "min_len", "max_len", "context_turns", "length", "rng_seed")
+    is_int = key in (
+        "top_k",
+        "beam",
+        "nbest",
+        "no_repeat_ngram",
+        "min_len",
+        "max_len",
+        "context_turns",
+        "length",
+        "rng_seed",
+    )
     try:
         value = (int(raw) if is_int else float(raw)) if raw not in (None, "", "none") else None
     except (TypeError, ValueError):

@@ -14,8 +14,9 @@ from chatrnn.infer import Generator
 from chatrnn.train.charlm_task import evaluate_stream
 
 
-def evaluate_charlm_file(checkpoint: str | Path | None, file: str | Path, encoding: str = "utf-8",
-                         device: str | None = None) -> dict:
+def evaluate_charlm_file(
+    checkpoint: str | Path | None, file: str | Path, encoding: str = "utf-8", device: str | None = None
+) -> dict:
     """Loss (nats/char), perplexity, bits/char on ``file``; characters the model never saw are
     dropped and counted (they have no probability to score)."""
     dev = pick_device(device)
@@ -53,8 +54,14 @@ def checkpoint_summary(checkpoint: str | Path | None, kind: str | None = None) -
         params -= weights["head.weight"].numel()  # stored twice, trained once
     training = cfg.get("training", {})
     return {
-        "path": str(folder), "kind": cfg["kind"], "parameters": params, "model": cfg.get("model", {}),
-        "best_val_loss": training.get("best_val_loss"), "training": training, "corpus": cfg.get("corpus", {}),
-        "vocab_size": cfg.get("model", {}).get("vocab_size"), "format_version": cfg.get("format_version"),
+        "path": str(folder),
+        "kind": cfg["kind"],
+        "parameters": params,
+        "model": cfg.get("model", {}),
+        "best_val_loss": training.get("best_val_loss"),
+        "training": training,
+        "corpus": cfg.get("corpus", {}),
+        "vocab_size": cfg.get("model", {}).get("vocab_size"),
+        "format_version": cfg.get("format_version"),
         "chatrnn_version": cfg.get("chatrnn_version"),
     }

@@ -32,15 +32,21 @@ def distinct_n(texts: list[str], n: int) -> float:
     total, seen = 0, set()
     for t in texts:
         words = t.split()
-        grams = [tuple(words[i: i + n]) for i in range(len(words) - n + 1)]
+        grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
         total += len(grams)
         seen.update(grams)
     return len(seen) / total if total else 0.0
 
 
-def evaluate_chat_file(checkpoint: str | Path | None, file: str | Path, fmt: str | None = None,
-                       encoding: str | None = None, device: str | None = None,
-                       settings: ReplySettings | None = None, decode_limit: int = DECODE_LIMIT) -> dict:
+def evaluate_chat_file(
+    checkpoint: str | Path | None,
+    file: str | Path,
+    fmt: str | None = None,
+    encoding: str | None = None,
+    device: str | None = None,
+    settings: ReplySettings | None = None,
+    decode_limit: int = DECODE_LIMIT,
+) -> dict:
     """Loss (nats/token), perplexity and bits per character of the reference replies (teacher
     forced), and distinct-1/distinct-2 of the model's greedy replies (no-repeat-ngram 3)."""
     dev = pick_device(device)
@@ -54,9 +60,15 @@ def evaluate_chat_file(checkpoint: str | Path | None, file: str | Path, fmt: str
     m = score_examples(responder.model, examples, dev)
     settings = settings or ReplySettings()
     replies = [responder.reply(p.prompt, history=p.context, settings=settings).text for p in pairs[:decode_limit]]
-    m.update({
-        "pairs": len(examples), "distinct_1": distinct_n(replies, 1), "distinct_2": distinct_n(replies, 2),
-        "decoded": len(replies), "checkpoint": str(responder.folder), "read": report.read,
-        "dropped": sum(report.dropped.values()),
-    })
+    m.update(
+        {
+            "pairs": len(examples),
+            "distinct_1": distinct_n(replies, 1),
+            "distinct_2": distinct_n(replies, 2),
+            "decoded": len(replies),
+            "checkpoint": str(responder.folder),
+            "read": report.read,
+            "dropped": sum(report.dropped.values()),
+        }
+    )
     return m

@@ -8,8 +8,8 @@ which is checked between tokens).
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,6 @@ from chatrnn.charvocab import CharVocab
 from chatrnn.errors import ChatrnnError
 from chatrnn.models.charlm import CharLM, CharLMConfig, LeanStepper
 from chatrnn.models.sampling import draw, next_token_probs, top_candidates
-
 
 _threads_lock = threading.Lock()
 _threads_users = 0
@@ -72,7 +71,7 @@ class Generator:
         self._lean = model.cfg.cell == "lstm" and self.device.type == "cpu"
 
     @classmethod
-    def load(cls, name: str | Path | None = None, device: str | torch.device = "cpu") -> "Generator":
+    def load(cls, name: str | Path | None = None, device: str | torch.device = "cpu") -> Generator:
         folder = ckpt.resolve_checkpoint(name, "charlm")
         cfg, weights = ckpt.read_config(folder, "charlm"), ckpt.load_weights(folder)
         try:
@@ -80,16 +79,26 @@ class Generator:
             model.load_state_dict(weights)
             vocab = CharVocab(cfg["vocab"])
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise ChatrnnError(f"{folder} does not hold a usable char model ({e.__class__.__name__}: {str(e).splitlines()[0][:100]})") from None
+            raise ChatrnnError(
+                f"{folder} does not hold a usable char model ({e.__class__.__name__}: {str(e).splitlines()[0][:100]})"
+            ) from None
         return cls(model.to(device), vocab, cfg, folder)
 
     def prepare_seed(self, seed: str) -> tuple[list[int], list[str]]:
         """Ids of the seed's known characters, and the unknown ones (the caller reports them)."""
         return self.vocab.split_known(seed)
 
-    def stream(self, seed: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, rng_seed: int | None = None, candidates: int = 0,
-               cancel: threading.Event | None = None) -> Iterator[GenToken]:
+    def stream(
+        self,
+        seed: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        rng_seed: int | None = None,
+        candidates: int = 0,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[GenToken]:
         """Characters that continue ``seed``; unknown seed characters are skipped (see ``prepare_seed``).
 
         With no usable seed the model starts from a newline if it knows one (a natural "start of

@@ -45,7 +45,9 @@ class Reply:
     pieces: list[str]
     prompt_pieces: list[str]
     attention: list[list[float]]  # reply x prompt
-    nbest: list[tuple[str, float]] = field(default_factory=list)  # beam alternatives with scores, else [(text, logprob)]
+    nbest: list[tuple[str, float]] = field(
+        default_factory=list
+    )  # beam alternatives with scores, else [(text, logprob)]
     cancelled: bool = False
 
 
@@ -55,8 +57,8 @@ def banned_by_ngram(tokens: list[int], n: int) -> set[int]:
         return set()
     if n == 1:
         return set(tokens)
-    prefix = tuple(tokens[len(tokens) - n + 1:])
-    return {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i: i + n - 1]) == prefix}
+    prefix = tuple(tokens[len(tokens) - n + 1 :])
+    return {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i : i + n - 1]) == prefix}
 
 
 def length_penalty(length: int, alpha: float) -> float:
@@ -67,7 +69,9 @@ def length_penalty(length: int, alpha: float) -> float:
 class Responder:
     """A loaded chat model with its tokenizer."""
 
-    def __init__(self, model: Seq2Seq, tokenizer: SubwordTokenizer, config: dict | None = None, folder: Path | None = None):
+    def __init__(
+        self, model: Seq2Seq, tokenizer: SubwordTokenizer, config: dict | None = None, folder: Path | None = None
+    ):
         self.model = model.eval()
         self.tok = tokenizer
         self.config = config or {}
@@ -78,7 +82,7 @@ class Responder:
         self._never = [i for i in (cfg.pad_id, cfg.bos_id, cfg.sep_id, SubwordTokenizer.UNK) if i < cfg.vocab_size]
 
     @classmethod
-    def load(cls, name: str | Path | None = None, device: str | torch.device = "cpu") -> "Responder":
+    def load(cls, name: str | Path | None = None, device: str | torch.device = "cpu") -> Responder:
         folder = ckpt.resolve_checkpoint(name, "chat")
         cfg = ckpt.read_config(folder, "chat")
         weights = ckpt.load_weights(folder)
@@ -87,13 +91,20 @@ class Responder:
             model = Seq2Seq(Seq2SeqConfig.from_dict(cfg["model"]))
             model.load_state_dict(weights)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
-            raise ChatrnnError(f"{folder} does not hold a usable chat model ({e.__class__.__name__}: {str(e).splitlines()[0][:100]})") from None
+            raise ChatrnnError(
+                f"{folder} does not hold a usable chat model ({e.__class__.__name__}: {str(e).splitlines()[0][:100]})"
+            ) from None
         if tok.vocab_size != model.cfg.vocab_size:
-            raise ChatrnnError(f"{folder}: tokenizer.model has {tok.vocab_size} pieces but the model {model.cfg.vocab_size}; they do not belong together")
+            raise ChatrnnError(
+                f"{folder}: tokenizer.model has {tok.vocab_size} pieces but "
+                f"the model {model.cfg.vocab_size}; they do not belong together"
+            )
         return cls(model.to(device), tok, cfg, folder)
 
     # ----- the prompt ---------------------------------------------------------------------
-    def prompt_ids(self, message: str, history: list[str] | None = None, settings: ReplySettings | None = None) -> list[int]:
+    def prompt_ids(
+        self, message: str, history: list[str] | None = None, settings: ReplySettings | None = None
+    ) -> list[int]:
         """Encoder ids: the last ``context_turns`` turns of ``history`` and ``message``, joined by
         SEP and cut from the left to the encoder's maximum length (so 100 KB of input is fine)."""
         settings = settings or ReplySettings()
@@ -105,7 +116,9 @@ class Responder:
         ids = self.tok.encode_context(turns, max_src)
         return ids or [self.tok.SEP]  # an empty prompt still needs one position to attend to
 
-    def prompt_pieces(self, message: str, history: list[str] | None = None, settings: ReplySettings | None = None) -> list[str]:
+    def prompt_pieces(
+        self, message: str, history: list[str] | None = None, settings: ReplySettings | None = None
+    ) -> list[str]:
         return [self.tok.piece_text(i) for i in self.prompt_ids(message, history, settings)]
 
     def _encode(self, ids: list[int], copies: int = 1) -> Encoded:
@@ -113,8 +126,12 @@ class Responder:
         with torch.inference_mode():
             enc = self.model.encode(src, torch.tensor([len(ids)], dtype=torch.int64))
             if copies > 1:
-                enc = Encoded(*(t.expand(copies, *t.shape[1:]).contiguous() if i < 3 else t.expand(-1, copies, -1).contiguous()
-                                for i, t in enumerate(enc)))
+                enc = Encoded(
+                    *(
+                        t.expand(copies, *t.shape[1:]).contiguous() if i < 3 else t.expand(-1, copies, -1).contiguous()
+                        for i, t in enumerate(enc)
+                    )
+                )
         return enc
 
     def _mask(self, logits: torch.Tensor, tokens: list[int], settings: ReplySettings) -> torch.Tensor:
@@ -127,14 +144,24 @@ class Responder:
         return logits
 
     # ----- streaming ------------------------------------------------------------------------
-    def stream(self, message: str, history: list[str] | None = None, settings: ReplySettings | None = None,
-               cancel: threading.Event | None = None) -> Iterator[ReplyToken]:
+    def stream(
+        self,
+        message: str,
+        history: list[str] | None = None,
+        settings: ReplySettings | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[ReplyToken]:
         """The reply's tokens as they are decided; see the module docstring."""
         with single_thread(self.device.type == "cpu"):  # batch-1 steps: one thread is fastest
             yield from self._run(message, history, settings or ReplySettings(), cancel, None)
 
-    def reply(self, message: str, history: list[str] | None = None, settings: ReplySettings | None = None,
-              cancel: threading.Event | None = None) -> Reply:
+    def reply(
+        self,
+        message: str,
+        history: list[str] | None = None,
+        settings: ReplySettings | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Reply:
         settings = settings or ReplySettings()
         out = Reply("", [], [], [], [])
         texts: list[str] = []
@@ -149,8 +176,14 @@ class Responder:
             out.nbest = [(out.text, 0.0)]
         return out
 
-    def _run(self, message: str, history: list[str] | None, settings: ReplySettings,
-             cancel: threading.Event | None, out: Reply | None) -> Iterator[ReplyToken]:
+    def _run(
+        self,
+        message: str,
+        history: list[str] | None,
+        settings: ReplySettings,
+        cancel: threading.Event | None,
+        out: Reply | None,
+    ) -> Iterator[ReplyToken]:
         ids = self.prompt_ids(message, history, settings)
         if out is not None:
             out.prompt_pieces = [self.tok.piece_text(i) for i in ids]
@@ -236,7 +269,7 @@ class Responder:
         seqs: list[list[int]] = [[] for _ in range(k)]
         attns: list[list[list[float]]] = [[] for _ in range(k)]
         finished: list[tuple[list[int], float, list[list[float]]]] = []
-        for t in range(settings.max_len):
+        for _ in range(settings.max_len):
             if cancel is not None and cancel.is_set():
                 return None
             with torch.inference_mode():
@@ -278,7 +311,9 @@ class Responder:
             for b in range(k):
                 if scores[b] > float("-inf") and tuple(seqs[b]) not in seen:
                     seen.add(tuple(seqs[b]))
-                    finished.append((seqs[b], float(scores[b]) / length_penalty(len(seqs[b]), settings.length_penalty), attns[b]))
+                    finished.append(
+                        (seqs[b], float(scores[b]) / length_penalty(len(seqs[b]), settings.length_penalty), attns[b])
+                    )
         if not finished:
             return [([], 0.0, [])]
         finished.sort(key=lambda h: -h[1])

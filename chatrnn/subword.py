@@ -61,7 +61,9 @@ class SubwordTokenizer:
         """Use :meth:`train`, :meth:`from_bytes` or :meth:`load`; they check the model first."""
         self._sp = processor
         self._size = processor.get_piece_size()
-        self._byte_value = {i: int(processor.id_to_piece(i)[3:5], 16) for i in range(self._size) if processor.is_byte(i)}
+        self._byte_value = {
+            i: int(processor.id_to_piece(i)[3:5], 16) for i in range(self._size) if processor.is_byte(i)
+        }
 
     # ------------------------------------------------------------ building
 
@@ -76,7 +78,9 @@ class SubwordTokenizer:
         return text
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, model_type: str = "unigram", *, seed: int = 0) -> SubwordTokenizer:
+    def train(
+        cls, texts: Iterable[str], vocab_size: int, model_type: str = "unigram", *, seed: int = 0
+    ) -> SubwordTokenizer:
         """Train in memory. ``vocab_size`` is lowered automatically when the corpus cannot fill it
         (compare :attr:`vocab_size` afterwards); rare characters fall back to bytes when the
         vocabulary is too small to give each its own piece."""
@@ -184,7 +188,9 @@ class SubwordTokenizer:
         """``i`` as an int, or a clear error (a model/tokenizer mismatch shows up here)."""
         i = int(i)
         if not 0 <= i < self._size:
-            raise ChatrnnError(f"token id {i} is outside this tokenizer's 0..{self._size - 1}; model and tokenizer do not match")
+            raise ChatrnnError(
+                f"token id {i} is outside this tokenizer's 0..{self._size - 1}; model and tokenizer do not match"
+            )
         return i
 
     def id_to_piece(self, i: int) -> str:

@@ -45,8 +45,15 @@ def tiny_charlm(tmp_path_factory, sample_text_file) -> Path:
     old = os.environ.get("CHATRNN_CACHE")
     os.environ["CHATRNN_CACHE"] = str(home / "cache")
     try:
-        train_charlm(CharLMOptions(out=home / "charlm", corpus=[str(sample_text_file)], preset="tiny",
-                                   train=TrainConfig(max_steps=60, evals=2), device="cpu"))
+        train_charlm(
+            CharLMOptions(
+                out=home / "charlm",
+                corpus=[str(sample_text_file)],
+                preset="tiny",
+                train=TrainConfig(max_steps=60, evals=2),
+                device="cpu",
+            )
+        )
     finally:
         if old is None:
             os.environ.pop("CHATRNN_CACHE", None)

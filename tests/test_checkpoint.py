@@ -56,7 +56,14 @@ def test_resolve_by_name_under_the_root_and_clear_errors(tmp_path, monkeypatch):
         ckpt.resolve_checkpoint("junk")
 
 
-@pytest.mark.parametrize("content,match", [(b"{not json", "corrupt"), (b'{"kind": "charlm", "format_version": 99}', "newer chatrnn"), (b"[1,2]", "not a chatrnn config")])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"{not json", "corrupt"),
+        (b'{"kind": "charlm", "format_version": 99}', "newer chatrnn"),
+        (b"[1,2]", "not a chatrnn config"),
+    ],
+)
 def test_bad_config_is_a_clear_error(tmp_path, content, match):
     (tmp_path / ckpt.CONFIG).write_bytes(content)
     with pytest.raises(ChatrnnError, match=match):

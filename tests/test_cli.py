@@ -11,7 +11,17 @@ from click.testing import CliRunner
 from chatrnn import checkpoint as ckpt
 from chatrnn.cli import cli
 
-COMMANDS = [[], ["train"], ["train", "charlm"], ["train", "chat"], ["generate"], ["eval"], ["info"], ["reply"], ["chat"]]
+COMMANDS = [
+    [],
+    ["train"],
+    ["train", "charlm"],
+    ["train", "chat"],
+    ["generate"],
+    ["eval"],
+    ["info"],
+    ["reply"],
+    ["chat"],
+]
 
 
 def run_cli(*args, env=None, **kw):
@@ -66,8 +76,25 @@ def test_user_errors_are_one_line(tmp_path):
 
 def test_train_generate_eval_info_round_trip(tmp_path, sample_text_file):
     runner = CliRunner()
-    r = runner.invoke(cli, ["train", "charlm", "--corpus", str(sample_text_file), "--preset", "tiny", "--max-steps", "30", "--out", str(tmp_path / "m"),
-                             "--ema", "0.9", "--weight-decay", "0.05"])
+    r = runner.invoke(
+        cli,
+        [
+            "train",
+            "charlm",
+            "--corpus",
+            str(sample_text_file),
+            "--preset",
+            "tiny",
+            "--max-steps",
+            "30",
+            "--out",
+            str(tmp_path / "m"),
+            "--ema",
+            "0.9",
+            "--weight-decay",
+            "0.05",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "best val loss" in r.output and "checkpoint:" in r.output
     train_config = json.loads((tmp_path / "m" / "config.json").read_text())["train_config"]
@@ -86,8 +113,11 @@ def test_train_generate_eval_info_round_trip(tmp_path, sample_text_file):
 
 def test_generate_streams_when_piped(tiny_charlm):
     """Characters reach a pipe as they are produced, not at the end."""
-    p = subprocess.Popen([sys.executable, "-m", "chatrnn", "generate", "-c", str(tiny_charlm), "-n", "100000", "--no-echo"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "chatrnn", "generate", "-c", str(tiny_charlm), "-n", "100000", "--no-echo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         first = p.stdout.read(5)
         assert len(first) == 5 and p.poll() is None  # still generating, yet output already arrived
@@ -97,9 +127,29 @@ def test_generate_streams_when_piped(tiny_charlm):
 
 
 def _start_training(out, corpus, *extra):
-    return subprocess.Popen([sys.executable, "-m", "chatrnn", "train", "charlm", "--corpus", str(corpus), "--preset", "tiny",
-                             "--max-steps", "1000000", "--eval-every", "5", "--out", str(out), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "chatrnn",
+            "train",
+            "charlm",
+            "--corpus",
+            str(corpus),
+            "--preset",
+            "tiny",
+            "--max-steps",
+            "1000000",
+            "--eval-every",
+            "5",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(path, proc, timeout=60):
@@ -120,7 +170,18 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path, sample_text_file):
     assert "interrupted at step" in stdout and "Traceback" not in stderr
     state = ckpt.load_train_state(out)
     assert state["step"] > 0
-    r = run_cli("train", "charlm", "--corpus", str(sample_text_file), "--out", str(out), "--resume", "--max-steps", str(state["step"] + 3), timeout=120)
+    r = run_cli(
+        "train",
+        "charlm",
+        "--corpus",
+        str(sample_text_file),
+        "--out",
+        str(out),
+        "--resume",
+        "--max-steps",
+        str(state["step"] + 3),
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert ckpt.load_train_state(out)["step"] == state["step"] + 3
 
@@ -130,7 +191,11 @@ def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path, sample_tex
 
     out = tmp_path / "m"
     for delay in (0.3, 0.7, 1.1):
-        p = _start_training(out, sample_text_file, *(["--resume"] if (out / ckpt.CONFIG).exists() or (tmp_path / ".m.old").exists() else []))
+        p = _start_training(
+            out,
+            sample_text_file,
+            *(["--resume"] if (out / ckpt.CONFIG).exists() or (tmp_path / ".m.old").exists() else []),
+        )
         _wait_for(tmp_path, p)
         t = time.monotonic()
         while not ((out / ckpt.CONFIG).exists() or (tmp_path / ".m.old").exists()):

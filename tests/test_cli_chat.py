@@ -50,7 +50,9 @@ def one_line_error(result) -> str:
 @pytest.fixture
 def trained(tmp_path) -> Path:
     corpus = write_csv(tmp_path / "pairs.csv", [(f"hello number {i}", f"hi {i}") for i in range(20)])
-    r = invoke("train", "chat", "--corpus", str(corpus), "--preset", "tiny", "--max-steps", "4", "--evals", "1", "--quiet")
+    r = invoke(
+        "train", "chat", "--corpus", str(corpus), "--preset", "tiny", "--max-steps", "4", "--evals", "1", "--quiet"
+    )
     assert r.exit_code == 0, r.output
     assert (tmp_path / "checkpoints" / "chat" / "tokenizer.model").is_file()
     return corpus
@@ -74,7 +76,9 @@ def test_train_reply_eval(trained, tmp_path, monkeypatch):
 
 
 def test_dry_run_and_resume(trained, tmp_path):
-    r = invoke("train", "chat", "--corpus", str(trained), "--preset", "tiny", "--max-steps", "4", "--dry-run", "--out", "plan")
+    r = invoke(
+        "train", "chat", "--corpus", str(trained), "--preset", "tiny", "--max-steps", "4", "--dry-run", "--out", "plan"
+    )
     assert r.exit_code == 0 and "chat model" in r.output
     assert not (tmp_path / "checkpoints" / "plan").exists()
     r = invoke("train", "chat", "--resume", "--max-steps", "6", "--quiet")
@@ -91,7 +95,9 @@ def test_bad_input_is_one_line(tmp_path):
     unusable.write_text("Q,A\n,\nonly-one\n", encoding="utf-8")
     msg = one_line_error(invoke("train", "chat", "--corpus", str(unusable), "--preset", "tiny", "--max-steps", "1"))
     assert "bad.csv" in msg
-    one_line_error(invoke("train", "chat", "--corpus", str(tmp_path / "nope.csv"), "--preset", "tiny", "--max-steps", "1"))
+    one_line_error(
+        invoke("train", "chat", "--corpus", str(tmp_path / "nope.csv"), "--preset", "tiny", "--max-steps", "1")
+    )
     assert "train chat" in one_line_error(invoke("reply", "hello"))
     corrupt = tmp_path / "checkpoints" / "corrupt"
     corrupt.mkdir(parents=True)
@@ -105,7 +111,9 @@ def test_bad_input_is_one_line(tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys; from click.testing import CliRunner; from chatrnn.cli import cli; "
-            "r1 = CliRunner().invoke(cli, ['train', 'chat', '--help']); r2 = CliRunner().invoke(cli, ['reply', '--help']); "
-            "assert r1.exit_code == 0 and r2.exit_code == 0; assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from click.testing import CliRunner; from chatrnn.cli import cli; "
+        "r1 = CliRunner().invoke(cli, ['train', 'chat', '--help']); r2 = CliRunner().invoke(cli, ['reply', '--help']); "
+        "assert r1.exit_code == 0 and r2.exit_code == 0; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,8 +15,14 @@ from click.testing import CliRunner
 from chatrnn.cli_tui import one_line, reply_settings, run_plain
 from chatrnn.errors import ChatrnnError
 
-PAIRS = [("hello", "hi there"), ("how are you", "fine thanks"), ("what is your name", "bot"),
-         ("good night", "sleep well"), ("thank you", "you are welcome"), ("안녕", "안녕하세요")]
+PAIRS = [
+    ("hello", "hi there"),
+    ("how are you", "fine thanks"),
+    ("what is your name", "bot"),
+    ("good night", "sleep well"),
+    ("thank you", "you are welcome"),
+    ("안녕", "안녕하세요"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +43,16 @@ def chat_root(tmp_path_factory) -> Path:
     os.environ["CHATRNN_CACHE"] = str(tmp / "cache")
     torch.set_num_threads(1)  # a tiny model on a shared 2-core CPU: threads only contend
     try:
-        train_chat(ChatOptions(out=tmp / "checkpoints" / "chat", corpus=[str(tsv)], preset="tiny", context_turns=1,
-                               train=TrainConfig(max_steps=20, evals=1), device="cpu"))
+        train_chat(
+            ChatOptions(
+                out=tmp / "checkpoints" / "chat",
+                corpus=[str(tsv)],
+                preset="tiny",
+                context_turns=1,
+                train=TrainConfig(max_steps=20, evals=1),
+                device="cpu",
+            )
+        )
     finally:
         torch.set_num_threads(threads)
         if old is None:
@@ -52,8 +66,14 @@ def run_chat(args, stdin: bytes, env_extra: dict, timeout=120):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHATRNN_")}
     env.update(env_extra)
     env["CHATRNN_DB"] = ":memory:"
-    return subprocess.run([sys.executable, "-m", "chatrnn", "chat", *args], input=stdin, capture_output=True,
-                          env=env, timeout=timeout, cwd=str(Path(__file__).resolve().parents[1]))
+    return subprocess.run(
+        [sys.executable, "-m", "chatrnn", "chat", *args],
+        input=stdin,
+        capture_output=True,
+        env=env,
+        timeout=timeout,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,8 +166,10 @@ def test_reply_settings_from_env_and_flags(monkeypatch):
 
 
 def test_chat_command_is_registered_and_imports_nothing_heavy():
-    code = ("import sys; from chatrnn.cli import cli; import chatrnn.tui.app, chatrnn.tui.models; "
-            "assert 'chat' in cli.commands; print('torch' in sys.modules)")
+    code = (
+        "import sys; from chatrnn.cli import cli; import chatrnn.tui.app, chatrnn.tui.models; "
+        "assert 'chat' in cli.commands; print('torch' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
@@ -161,6 +183,16 @@ def test_chat_help_lists_the_flags():
 
     r = CliRunner().invoke(cli, ["chat", "--help"])
     assert r.exit_code == 0
-    for flag in ("--checkpoint", "--lm", "--db", "--plain", "--device", "--temperature", "--top-k", "--top-p",
-                 "--beam", "--max-len"):
+    for flag in (
+        "--checkpoint",
+        "--lm",
+        "--db",
+        "--plain",
+        "--device",
+        "--temperature",
+        "--top-k",
+        "--top-p",
+        "--beam",
+        "--max-len",
+    ):
         assert flag in r.output

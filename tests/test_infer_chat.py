@@ -16,12 +16,25 @@ from chatrnn.errors import ChatrnnError
 from chatrnn.infer_chat import Responder, banned_by_ngram
 
 PAIRS = [
-    ("hello", "hi there"), ("how are you?", "i am fine, thanks"), ("what is your name?", "my name is bot"),
-    ("good morning", "morning to you"), ("bye", "see you later"), ("do you like tea?", "yes, green tea"),
-    ("where do you live?", "in the cloud"), ("what time is it?", "time for tea"), ("tell me a joke", "no jokes today"),
-    ("are you a robot?", "i am a program"), ("thank you", "you are welcome"), ("what is two plus two?", "four"),
-    ("안녕하세요", "반가워요"), ("오늘 날씨 어때?", "맑아요"), ("i am sad", "cheer up"), ("i am hungry", "eat something"),
-    ("what do you do?", "i answer messages"), ("can you sing?", "not really"), ("who made you?", "an engineer"),
+    ("hello", "hi there"),
+    ("how are you?", "i am fine, thanks"),
+    ("what is your name?", "my name is bot"),
+    ("good morning", "morning to you"),
+    ("bye", "see you later"),
+    ("do you like tea?", "yes, green tea"),
+    ("where do you live?", "in the cloud"),
+    ("what time is it?", "time for tea"),
+    ("tell me a joke", "no jokes today"),
+    ("are you a robot?", "i am a program"),
+    ("thank you", "you are welcome"),
+    ("what is two plus two?", "four"),
+    ("안녕하세요", "반가워요"),
+    ("오늘 날씨 어때?", "맑아요"),
+    ("i am sad", "cheer up"),
+    ("i am hungry", "eat something"),
+    ("what do you do?", "i answer messages"),
+    ("can you sing?", "not really"),
+    ("who made you?", "an engineer"),
     ("good night", "sleep well"),
 ]
 EXACT = ReplySettings(no_repeat_ngram=0)
@@ -48,8 +61,15 @@ def trained(tmp_path_factory) -> Path:
     torch.set_num_threads(1)  # tiny matrices: a second thread only adds contention
     try:
         corpus = write_pairs(d / "pairs.csv")
-        opts = ChatOptions(out=d / "ck", corpus=[str(corpus)], val_file=str(corpus), preset="tiny", max_len=32,
-                           train=TrainConfig(max_steps=160, evals=1, warmup_steps=10, seed=3), device="cpu")
+        opts = ChatOptions(
+            out=d / "ck",
+            corpus=[str(corpus)],
+            val_file=str(corpus),
+            preset="tiny",
+            max_len=32,
+            train=TrainConfig(max_steps=160, evals=1, warmup_steps=10, seed=3),
+            device="cpu",
+        )
         r = train_chat(opts)
         assert r.last_metrics["loss"] < 0.1, r.last_metrics
     finally:
@@ -86,7 +106,7 @@ def test_no_repeat_ngram_holds_when_sampling(responder):
         for seed in range(4):
             s = ReplySettings(temperature=3.0, no_repeat_ngram=n, max_len=30, rng_seed=seed, min_len=30)
             r = responder.reply("hello", settings=s)
-            grams = [tuple(r.pieces[i:i + n]) for i in range(len(r.pieces) - n + 1)]
+            grams = [tuple(r.pieces[i : i + n]) for i in range(len(r.pieces) - n + 1)]
             assert len(grams) == len(set(grams)), (n, r.pieces)
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatrnn.errors import ChatrnnError
-from chatrnn.subword import SubwordTokenizer, StreamDecoder
+from chatrnn.subword import StreamDecoder, SubwordTokenizer
 
 CORPUS = [
     "hello there, how are you today?",
@@ -60,7 +60,13 @@ def test_unseen_characters_use_bytes(tok: SubwordTokenizer) -> None:
 def test_piece_text(tok: SubwordTokenizer) -> None:
     ids = tok.encode("hello there")
     assert "".join(tok.piece_text(i) for i in ids) == " hello there"
-    assert [tok.piece_text(i) for i in (tok.PAD, tok.UNK, tok.BOS, tok.EOS, tok.SEP)] == ["<pad>", "<unk>", "<s>", "</s>", "<sep>"]
+    assert [tok.piece_text(i) for i in (tok.PAD, tok.UNK, tok.BOS, tok.EOS, tok.SEP)] == [
+        "<pad>",
+        "<unk>",
+        "<s>",
+        "</s>",
+        "<sep>",
+    ]
     with pytest.raises(ChatrnnError, match="outside"):
         tok.piece_text(tok.vocab_size)
 

@@ -1,11 +1,15 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chatrnn.errors import ChatrnnError
 from chatrnn.units import format_duration, parse_duration
 
 
-@pytest.mark.parametrize("text,seconds", [("90", 90), ("110s", 110), ("10m", 600), ("1h30m", 5400), ("1.5h", 5400), (" 2 m ", 120), ("1d", 86400)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [("90", 90), ("110s", 110), ("10m", 600), ("1h30m", 5400), ("1.5h", 5400), (" 2 m ", 120), ("1d", 86400)],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 

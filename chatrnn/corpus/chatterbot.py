@@ -70,7 +70,9 @@ def _data_dir() -> Path:
     try:
         import chatterbot_corpus
     except ImportError as e:  # pragma: no cover - it is a declared dependency
-        raise ChatrnnError("the bundled corpus needs the chatterbot-corpus package: pip install chatterbot-corpus") from e
+        raise ChatrnnError(
+            "the bundled corpus needs the chatterbot-corpus package: pip install chatterbot-corpus"
+        ) from e
     return Path(chatterbot_corpus.__file__).resolve().parent / "data"
 
 

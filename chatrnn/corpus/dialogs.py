@@ -208,7 +208,9 @@ def _pick_columns(path: Path, header: list[str], columns: tuple[str, str] | None
     )
 
 
-def _read_delimited(path: Path, text: str, delimiter: str, columns: tuple[str, str] | None, report: ReadReport) -> list[list[str]]:
+def _read_delimited(
+    path: Path, text: str, delimiter: str, columns: tuple[str, str] | None, report: ReadReport
+) -> list[list[str]]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
     qi = ai = 0
@@ -358,7 +360,9 @@ def _read_cornell(path: Path, encoding: str | None, report: ReadReport) -> list[
             continue
         fields = [f.strip() for f in line.split(CORNELL_SEP, 4)]
         if len(fields) != 5:
-            report.add_malformed(lines_path, lineno, f"expected 5 fields separated by {CORNELL_SEP}, found {len(fields)}")
+            report.add_malformed(
+                lines_path, lineno, f"expected 5 fields separated by {CORNELL_SEP}, found {len(fields)}"
+            )
             continue
         utterances[fields[0]] = fields[4]
     convs: list[list[str]] = []
@@ -450,11 +454,20 @@ def detect_format(path: Path) -> str:
             return "cornell"
         if _yaml_files(path):
             return "chatterbot"
-        raise ChatrnnError(f"{path} has neither {CORNELL_LINES} (Cornell) nor .yml files (chatterbot); give a corpus file")
+        raise ChatrnnError(
+            f"{path} has neither {CORNELL_LINES} (Cornell) nor .yml files (chatterbot); give a corpus file"
+        )
     if path.name in (CORNELL_LINES, CORNELL_CONVERSATIONS):
         return "cornell"
     suffix = path.suffix.lower()
-    by_suffix = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".yml": "chatterbot", ".yaml": "chatterbot"}
+    by_suffix = {
+        ".csv": "csv",
+        ".tsv": "tsv",
+        ".jsonl": "jsonl",
+        ".json": "jsonl",
+        ".yml": "chatterbot",
+        ".yaml": "chatterbot",
+    }
     if suffix in by_suffix:
         return by_suffix[suffix]
     if suffix == ".txt":
@@ -467,7 +480,9 @@ def detect_format(path: Path) -> str:
             raise ChatrnnError(f"{path} looks binary (NUL byte at offset {nul}); give a text corpus")
         if _looks_like_transcript(raw.decode("utf-8", errors="replace")):
             return "transcript"
-        raise ChatrnnError(f"{path} does not look like a transcript (NAME: lines, each followed by the speech); {FORMAT_HINT}")
+        raise ChatrnnError(
+            f"{path} does not look like a transcript (NAME: lines, each followed by the speech); {FORMAT_HINT}"
+        )
     raise ChatrnnError(f"cannot tell the format of {path}; {FORMAT_HINT}")
 
 
@@ -538,7 +553,9 @@ def make_pairs(conversations: list[list[str]], context_turns: int = 0) -> list[P
     pairs = []
     for conv in conversations:
         for i in range(1, len(conv)):
-            pairs.append(Pair(context=list(conv[max(0, i - 1 - context_turns) : i - 1]), prompt=conv[i - 1], reply=conv[i]))
+            pairs.append(
+                Pair(context=list(conv[max(0, i - 1 - context_turns) : i - 1]), prompt=conv[i - 1], reply=conv[i])
+            )
     return pairs
 
 

@@ -72,12 +72,16 @@ def iter_text(src: TextSource, encoding: str = "utf-8") -> Iterator[str]:
         while True:
             data = f.read(CHUNK_BYTES)
             final = not data
-            if data and b"\x00" in data and encoding.lower().replace("-", "") in ("utf8", "latin1", "ascii", "cp1252", "iso88591"):
+            if (
+                data
+                and b"\x00" in data
+                and encoding.lower().replace("-", "") in ("utf8", "latin1", "ascii", "cp1252", "iso88591")
+            ):
                 pos = offset + data.index(b"\x00")
                 raise ChatrnnError(f"{src.path} looks binary (NUL byte at offset {pos}); give a text file")
             if not bom_checked and data:
                 if data.startswith(codecs.BOM_UTF8):
-                    data = data[len(codecs.BOM_UTF8):]
+                    data = data[len(codecs.BOM_UTF8) :]
                     offset += len(codecs.BOM_UTF8)
                 bom_checked = True
             pending = len(decoder.getstate()[0])  # bytes of a character split across chunks
@@ -157,7 +161,11 @@ def encode_corpus(sources: list[TextSource], encoding: str = "utf-8", vocab: Cha
     digest = _fingerprint(sources, encoding)
     cache = _cache_dir()
     names = [s.name for s in sources]
-    vocab_key = "" if vocab is None else "-" + hashlib.sha256("".join(vocab.chars).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    vocab_key = (
+        ""
+        if vocab is None
+        else "-" + hashlib.sha256("".join(vocab.chars).encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    )
     meta_path = cache / f"{digest}{vocab_key}.json"
     if meta_path.exists():
         try:

@@ -32,7 +32,6 @@ class CharLMConfig(JsonConfig):
     skip: bool = False
 
 
-
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
@@ -43,8 +42,13 @@ class CharLM(nn.Module):
             raise ValueError(f"cell must be one of {sorted(CELLS)}")
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed)
-        self.rnn = CELLS[cfg.cell](cfg.embed, cfg.hidden, num_layers=cfg.layers, batch_first=True,
-                                   dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.rnn = CELLS[cfg.cell](
+            cfg.embed,
+            cfg.hidden,
+            num_layers=cfg.layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
+        )
         self.drop = nn.Dropout(cfg.dropout)
         top = cfg.hidden * cfg.layers if cfg.skip else cfg.hidden  # what the head reads
         # Tying needs the head's input to have the embedding's width: project down when they differ.
@@ -67,13 +71,14 @@ class CharLM(nn.Module):
             elif name.startswith("bias"):
                 nn.init.zeros_(p.data)
                 if self.cfg.cell == "lstm" and name.startswith("bias_ih"):
-                    p.data[H:2 * H] = 1.0
+                    p.data[H : 2 * H] = 1.0
         if self.cfg.tie_weights:
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.head.bias)
 
-    def forward(self, x: torch.Tensor, state: State | None = None,
-                masks: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, State]:
+    def forward(
+        self, x: torch.Tensor, state: State | None = None, masks: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, State]:
         """Logits (B, T, V) for ids ``x`` (B, T), and the state after the last step.
 
         ``masks`` (from :meth:`dropout_masks`) replaces the dropout that would draw from torch's
@@ -108,7 +113,7 @@ class CharLM(nn.Module):
             state = self.init_state(emb.shape[0], emb.device)
         out, outs, hs, cs = emb, [], [], []
         for layer in range(L):
-            hx = (state[0][layer:layer + 1], state[1][layer:layer + 1]) if lstm else state[layer:layer + 1]
+            hx = (state[0][layer : layer + 1], state[1][layer : layer + 1]) if lstm else state[layer : layer + 1]
             out, *st = fn(out, hx, rnn.all_weights[layer], rnn.bias, 1, 0.0, self.training, False, True)
             out = out * masks[layer] if masks is not None else self.drop(out)
             outs.append(out)
@@ -118,8 +123,9 @@ class CharLM(nn.Module):
         new_state: State = (torch.cat(hs), torch.cat(cs)) if lstm else torch.cat(hs)
         return (torch.cat(outs, dim=-1) if self.cfg.skip else out), new_state
 
-    def dropout_masks(self, batch: int, seq_len: int,
-                      generator: torch.Generator | None = None) -> list[torch.Tensor] | None:
+    def dropout_masks(
+        self, batch: int, seq_len: int, generator: torch.Generator | None = None
+    ) -> list[torch.Tensor] | None:
         """One scaled keep-mask (B, T, H) per layer output, the last one for the output dropout: the
         same places ``nn.Dropout`` and the RNN's inter-layer dropout would apply. None when the model
         would drop nothing (evaluation, or no dropout)."""
@@ -128,8 +134,10 @@ class CharLM(nn.Module):
             return None
         dev = self.embedding.weight.device
         shape = (batch, seq_len, self.cfg.hidden)
-        return [torch.empty(shape, device=dev).bernoulli_(1 - p, generator=generator).div_(1 - p)
-                for _ in range(self.cfg.layers)]
+        return [
+            torch.empty(shape, device=dev).bernoulli_(1 - p, generator=generator).div_(1 - p)
+            for _ in range(self.cfg.layers)
+        ]
 
     def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         logits, state = self(x, state)
@@ -210,14 +218,14 @@ class LeanStepper:
             if layer == 0:
                 torch.addmv(self.table0[token], self.w_hh0, hs[:H], out=g)
             else:
-                torch.addmv(self.b[layer - 1], self.w_cat[layer - 1], hs[(layer - 1) * H:(layer + 1) * H], out=g)
+                torch.addmv(self.b[layer - 1], self.w_cat[layer - 1], hs[(layer - 1) * H : (layer + 1) * H], out=g)
             torch.sigmoid(g, out=sig)
-            torch.tanh(g[2 * H:3 * H], out=self.tg)
+            torch.tanh(g[2 * H : 3 * H], out=self.tg)
             c = self.c[layer]
-            c.mul_(sig[H:2 * H]).addcmul_(sig[:H], self.tg)
+            c.mul_(sig[H : 2 * H]).addcmul_(sig[:H], self.tg)
             torch.tanh(c, out=self.tc)
-            torch.mul(sig[3 * H:], self.tc, out=hs[layer * H:(layer + 1) * H])
-        top = hs if self.skip else hs[(self.layers - 1) * H:]
+            torch.mul(sig[3 * H :], self.tc, out=hs[layer * H : (layer + 1) * H])
+        top = hs if self.skip else hs[(self.layers - 1) * H :]
         if self.proj_w is not None:
             top = torch.addmv(self.proj_b, self.proj_w, top)
         torch.addmv(self.head_b, self.head_w, top, out=self.logits)

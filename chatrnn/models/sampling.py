@@ -8,7 +8,9 @@ from __future__ import annotations
 import torch
 
 
-def next_token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+def next_token_probs(
+    logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> torch.Tensor:
     """The distribution actually sampled from (1-D ``logits``), after temperature and filtering.
 
     Temperature 0 means greedy: all the mass on the argmax. Filtering is applied after the
@@ -44,8 +46,13 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> int:
     return min(int(torch.searchsorted(cdf, u, right=True).item()), probs.numel() - 1)
 
 
-def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           generator: torch.Generator | None = None) -> int:
+def sample(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> int:
     """One token id drawn from :func:`next_token_probs`."""
     if temperature <= 0:
         return int(torch.argmax(logits))

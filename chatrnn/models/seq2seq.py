@@ -54,7 +54,6 @@ class Seq2SeqConfig(JsonConfig):
             raise ValueError("hidden must be even: the encoder splits it over two directions")
 
 
-
 class Encoded(NamedTuple):
     """What the decoder needs from the encoder, computed once per prompt."""
 
@@ -78,8 +77,11 @@ class StackedGRU(nn.Module):
         dirs = 2 if bidirectional else 1
         self.hidden_size, self.num_layers, self.dirs = hidden_size, num_layers, dirs
         self.layers = nn.ModuleList(
-            nn.GRU(input_size if i == 0 else hidden_size * dirs, hidden_size, batch_first=True, bidirectional=bidirectional)
-            for i in range(num_layers))
+            nn.GRU(
+                input_size if i == 0 else hidden_size * dirs, hidden_size, batch_first=True, bidirectional=bidirectional
+            )
+            for i in range(num_layers)
+        )
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, hidden: torch.Tensor | None = None):
@@ -87,9 +89,12 @@ class StackedGRU(nn.Module):
         finals = []
         for i, rnn in enumerate(self.layers):
             if i:
-                x = (PackedSequence(self.drop(x.data), x.batch_sizes, x.sorted_indices, x.unsorted_indices)
-                     if isinstance(x, PackedSequence) else self.drop(x))
-            h0 = None if hidden is None else hidden[i * self.dirs:(i + 1) * self.dirs]
+                x = (
+                    PackedSequence(self.drop(x.data), x.batch_sizes, x.sorted_indices, x.unsorted_indices)
+                    if isinstance(x, PackedSequence)
+                    else self.drop(x)
+                )
+            h0 = None if hidden is None else hidden[i * self.dirs : (i + 1) * self.dirs]
             data = x.data if isinstance(x, PackedSequence) else x
             if torch.is_autocast_enabled(data.device.type):
                 # The recurrence stays in float32 under autocast, as in the char LM: CUDA autocast
@@ -156,8 +161,9 @@ class Attention(nn.Module):
             return self.w_mem(memory)
         return memory
 
-    def forward(self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor,
-                mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, query: torch.Tensor, keys: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Context (B, H) and weights (B, S) for decoder states ``query`` (B, H); or, for a whole
         reply at once, (B, T, H) -> context (B, T, H) and weights (B, T, S).
 
@@ -194,8 +200,9 @@ class Decoder(nn.Module):
         self.attention = Attention(cfg.attention, cfg.hidden)
         self.combine = nn.Linear(2 * cfg.hidden, cfg.hidden, bias=False)  # W_c [context; state]
 
-    def step(self, tokens: torch.Tensor, hidden: torch.Tensor, feed: torch.Tensor | None,
-             enc: Encoded, lean: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self, tokens: torch.Tensor, hidden: torch.Tensor, feed: torch.Tensor | None, enc: Encoded, lean: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One reply position: ``tokens`` (B,) -> attentional state (B, H), new hidden, weights (B, S).
 
         ``lean`` runs the GRU cell's equations directly on its weights: at batch 1 on a CPU a
@@ -245,7 +252,9 @@ class Seq2Seq(nn.Module):
         self.bridge = nn.Linear(cfg.hidden, cfg.hidden)
         self.drop = nn.Dropout(cfg.dropout)
         # Tying needs the head's input to be E wide: project the attentional state down first.
-        self.proj = nn.Linear(cfg.hidden, cfg.embed, bias=False) if cfg.tie_weights and cfg.hidden != cfg.embed else None
+        self.proj = (
+            nn.Linear(cfg.hidden, cfg.embed, bias=False) if cfg.tie_weights and cfg.hidden != cfg.embed else None
+        )
         self.head = nn.Linear(cfg.embed if cfg.tie_weights else cfg.hidden, cfg.vocab_size)
         if cfg.tie_weights:
             self.head.weight = self.embedding.weight
@@ -292,15 +301,17 @@ class Seq2Seq(nn.Module):
             x = self.proj(x)
         return self.head(x)
 
-    def step(self, tokens: torch.Tensor, hidden: torch.Tensor, feed: torch.Tensor, enc: Encoded,
-             lean: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self, tokens: torch.Tensor, hidden: torch.Tensor, feed: torch.Tensor, enc: Encoded, lean: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode one position for a batch: logits (B, V), hidden, next feed, attention (B, S)."""
         attn_h, hidden, weights = self.decoder.step(tokens, hidden, feed, enc, lean=lean)
         return self.logits(attn_h), hidden, attn_h, weights
 
     # ----- training -------------------------------------------------------------------------
-    def forward(self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor,
-                teacher_forcing: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor, teacher_forcing: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits (B, T, V) for every reply position, and attention weights (B, T, S).
 
         With ``teacher_forcing`` the decoder reads the reference reply (``tgt_in``: BOS + reply);

@@ -28,9 +28,7 @@ class StreamRows:
         rows = batch_size * world
         row_len = (len(data) - 1) // rows
         if row_len < 2:
-            raise ChatrnnError(
-                f"text of {len(data):,} characters is too short for {rows} rows; lower --batch-size"
-            )
+            raise ChatrnnError(f"text of {len(data):,} characters is too short for {rows} rows; lower --batch-size")
         self.data = data
         self.batch_size = batch_size
         self.seq_len = min(seq_len, row_len)

@@ -24,8 +24,16 @@ def dialog_text_sources(corpus: list[str], lang: str):
     return [TextSource("dialogs:" + ", ".join(corpus), text=conversations_to_text(convs))]
 
 
-def train_both(corpus: list[str], lang: str = "english", max_time: float = 300.0, device: str | None = None,
-               seed: int = 1337, reporter: Reporter | None = None, dist=None, dry_run: bool = False):
+def train_both(
+    corpus: list[str],
+    lang: str = "english",
+    max_time: float = 300.0,
+    device: str | None = None,
+    seed: int = 1337,
+    reporter: Reporter | None = None,
+    dist=None,
+    dry_run: bool = False,
+):
     """Char LM on the corpus's text, then the chatbot on its dialogs; returns both results.
 
     A corpus given here must be a dialog file or folder (CSV, TSV, JSONL, YAML, Cornell,
@@ -42,17 +50,32 @@ def train_both(corpus: list[str], lang: str = "english", max_time: float = 300.0
     reporter = reporter or Reporter()
     root = checkpoints_root()
     usable = max_time * (1 - SETUP_RESERVE)
-    char_opts = CharLMOptions(out=root / "charlm", corpus=list(corpus), lang=lang,
-                              train=TrainConfig(max_time=usable * CHARLM_SHARE, seed=seed), device=device,
-                              sources=dialog_text_sources(list(corpus), lang))
+    char_opts = CharLMOptions(
+        out=root / "charlm",
+        corpus=list(corpus),
+        lang=lang,
+        train=TrainConfig(max_time=usable * CHARLM_SHARE, seed=seed),
+        device=device,
+        sources=dialog_text_sources(list(corpus), lang),
+    )
     if dry_run:  # both plans, the chat model with the share it would get
         from chatrnn.train.plan import print_plan
 
         reporter.message(f"[1/2] char LM ({usable * CHARLM_SHARE:.0f}s)")
         print_plan("charlm", char_opts, dist, reporter)
         reporter.message(f"[2/2] chat model (~{usable * (1 - CHARLM_SHARE):.0f}s)")
-        print_plan("chat", ChatOptions(out=root / "chat", corpus=list(corpus), lang=lang, device=device,
-                                       train=TrainConfig(max_time=usable * (1 - CHARLM_SHARE), seed=seed)), dist, reporter)
+        print_plan(
+            "chat",
+            ChatOptions(
+                out=root / "chat",
+                corpus=list(corpus),
+                lang=lang,
+                device=device,
+                train=TrainConfig(max_time=usable * (1 - CHARLM_SHARE), seed=seed),
+            ),
+            dist,
+            reporter,
+        )
         return None
     reporter.message(f"[1/2] char LM ({usable * CHARLM_SHARE:.0f}s)")
     r1 = train_charlm(char_opts, reporter=reporter, dist=dist)
@@ -66,8 +89,13 @@ def train_both(corpus: list[str], lang: str = "english", max_time: float = 300.0
     # validation loss rises as soon as the model starts memorising answers (held-out questions
     # have unrelated replies), and "best by validation loss" would keep a model that cannot even
     # answer "Hello".
-    chat_opts = ChatOptions(out=root / "chat", corpus=list(corpus), lang=lang,
-                            train=TrainConfig(max_time=left, seed=seed, evals=1), device=device)
+    chat_opts = ChatOptions(
+        out=root / "chat",
+        corpus=list(corpus),
+        lang=lang,
+        train=TrainConfig(max_time=left, seed=seed, evals=1),
+        device=device,
+    )
     r2 = train_chat(chat_opts, reporter=reporter, dist=dist)
     summarize("chat", r2, reporter)
     reporter.message('try: chatrnn generate --seed "Hello"   |   chatrnn reply "Hello"   |   chatrnn chat')

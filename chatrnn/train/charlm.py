@@ -69,7 +69,7 @@ def load_data(opts: CharLMOptions, vocab_chars: list[str] | None = None) -> Char
         n_val = max(2, int(len(enc) * opts.val_fraction))
         if len(enc) - n_val < 64:
             raise ChatrnnError(f"corpus has only {len(enc)} characters; give at least a few thousand")
-        train_arr, val_arr = enc.data[: len(enc) - n_val], enc.data[len(enc) - n_val:]
+        train_arr, val_arr = enc.data[: len(enc) - n_val], enc.data[len(enc) - n_val :]
     return CharLMData(enc.vocab, train_arr, val_arr, enc.names)
 
 
@@ -117,7 +117,9 @@ def build_charlm(opts: CharLMOptions, device: torch.device, dist=None) -> tuple[
         data = load_data(opts)
         cfg = CharLMConfig(vocab_size=len(data.vocab), **model_d)
     if dist is not None and dist.initialized:  # every rank read the corpus itself: it must be the same text
-        dist.check_same("the corpus", f"{data.vocab.chars!r} {len(data.train)} {len(data.val)}".encode("utf-8", "surrogatepass"))
+        dist.check_same(
+            "the corpus", f"{data.vocab.chars!r} {len(data.train)} {len(data.val)}".encode("utf-8", "surrogatepass")
+        )
     torch.manual_seed(train.seed)
     model = CharLM(cfg).to(device)
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
@@ -130,13 +132,24 @@ def build_charlm(opts: CharLMOptions, device: torch.device, dist=None) -> tuple[
 
 def _explicit_limits(train: TrainConfig) -> dict:
     """On resume, limits typed on the command line extend or shorten the stored run."""
-    return {k: v for k, v in (("max_steps", train.max_steps), ("epochs", train.epochs), ("max_time", train.max_time)) if v}
+    return {
+        k: v for k, v in (("max_steps", train.max_steps), ("epochs", train.epochs), ("max_time", train.max_time)) if v
+    }
 
 
 def train_charlm(opts: CharLMOptions, reporter: Reporter | None = None, stop_check=None, dist=None) -> TrainResult:
     device = pick_device(opts.device) if dist is None else dist.device
     task, train = build_charlm(opts, device, dist)
     train_model = dist.wrap(task.model) if dist is not None else None
-    trainer = Trainer(task, train, opts.out, device, reporter=reporter, resume=opts.resume, dist=dist,
-                      stop_check=stop_check, train_model=train_model)
+    trainer = Trainer(
+        task,
+        train,
+        opts.out,
+        device,
+        reporter=reporter,
+        resume=opts.resume,
+        dist=dist,
+        stop_check=stop_check,
+        train_model=train_model,
+    )
     return trainer.run()

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from chatrnn.charvocab import CharVocab
-from chatrnn.models.charlm import CharLM, CharLMConfig, detach_state
+from chatrnn.models.charlm import CharLM, detach_state
 from chatrnn.train.batches import RowBatch, StreamRows
 
 LN2 = math.log(2)
@@ -26,9 +26,18 @@ def metrics_from_loss(loss: float, count: int) -> dict:
 
 
 @torch.no_grad()
-def evaluate_stream(model: CharLM, data: np.ndarray, device: torch.device, rows: int = 32,
-                    seq_len: int = 256, autocast: torch.dtype | None = None, rank: int = 0, world: int = 1,
-                    set_mode: bool = True, burn_in: int = EVAL_BURN_IN) -> dict:
+def evaluate_stream(
+    model: CharLM,
+    data: np.ndarray,
+    device: torch.device,
+    rows: int = 32,
+    seq_len: int = 256,
+    autocast: torch.dtype | None = None,
+    rank: int = 0,
+    world: int = 1,
+    set_mode: bool = True,
+    burn_in: int = EVAL_BURN_IN,
+) -> dict:
     """Mean next-character loss over a whole stream: every character after the first is scored once,
     each with the text before it as context, as if the model read the stream from the start.
 
@@ -60,8 +69,9 @@ def evaluate_stream(model: CharLM, data: np.ndarray, device: torch.device, rows:
             x, y = ids[:, :-1].to(device), ids[:, 1:].to(device)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 logits, state = model(x, state)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1),
-                                                     reduction="none")
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction="none"
+            )
             total += float(loss[torch.from_numpy(scored.reshape(-1)).to(device)].sum())
             count += int(scored.sum())  # from the numpy mask: no second device sync per window
     finally:
@@ -94,8 +104,17 @@ class CharLMTask:
     kind = "charlm"
     unit = "chars"
 
-    def __init__(self, model: CharLM, data: CharLMData, batch_size: int, seq_len: int,
-                 device: torch.device, rank: int = 0, world: int = 1, eval_rows: int = 32):
+    def __init__(
+        self,
+        model: CharLM,
+        data: CharLMData,
+        batch_size: int,
+        seq_len: int,
+        device: torch.device,
+        rank: int = 0,
+        world: int = 1,
+        eval_rows: int = 32,
+    ):
         self.model = model
         self.data = data
         self.device = device
@@ -148,8 +167,9 @@ class CharLMTask:
             state = None if self.state is None else _slice_state(self.state, lo, hi)
             masks = self.model.dropout_masks(hi - lo, T, generator=gens[i])
             logits, new_state = model(batch.x[lo:hi], state, masks=masks)
-            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(),
-                                                     batch.y[lo:hi].reshape(-1)) * ((hi - lo) / B)
+            loss = torch.nn.functional.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(), batch.y[lo:hi].reshape(-1)
+            ) * ((hi - lo) / B)
             grads = torch.autograd.grad(loss, params, allow_unused=True)
             return loss.detach(), grads, detach_state(new_state)
 
@@ -166,13 +186,22 @@ class CharLMTask:
         would otherwise cost minutes per evaluation; a million characters pins the loss to ~0.01."""
         val = self.data.val[:EVAL_MAX_CHARS]
         if self.pool is None:
-            return evaluate_stream(model, val, self.device, rows=self.eval_rows, autocast=autocast,
-                                   rank=self.rank, world=self.world)
+            return evaluate_stream(
+                model, val, self.device, rows=self.eval_rows, autocast=autocast, rank=self.rank, world=self.world
+            )
         n = self.pool.n  # each thread scores its own rows, as a DDP rank would
 
         def shard(i: int) -> dict:
-            return evaluate_stream(model, val, self.device, rows=self.eval_rows, autocast=autocast,
-                                   rank=self.rank * n + i, world=self.world * n, set_mode=False)
+            return evaluate_stream(
+                model,
+                val,
+                self.device,
+                rows=self.eval_rows,
+                autocast=autocast,
+                rank=self.rank * n + i,
+                world=self.world * n,
+                set_mode=False,
+            )
 
         was_training = model.training
         model.eval()  # once, here: threads flipping the mode themselves would race
@@ -215,7 +244,7 @@ class CharLMTask:
         if hidden is None or hidden[0].shape[1] != b * self.world:  # another global batch: restart state
             self.state = None
         else:
-            hs = [h[:, self.rank * b:(self.rank + 1) * b].contiguous().to(self.device) for h in hidden]
+            hs = [h[:, self.rank * b : (self.rank + 1) * b].contiguous().to(self.device) for h in hidden]
             self.state = tuple(hs) if len(hs) == 2 else hs[0]
 
     def checkpoint_config(self) -> dict:
@@ -223,8 +252,11 @@ class CharLMTask:
             "model": self.model.cfg.to_dict(),
             "vocab": self.data.vocab.chars,
             "batch": {"batch_size": self.rows.batch_size * self.world, "seq_len": self.rows.seq_len},
-            "corpus": {"sources": self.data.corpus_names[:20], "train_chars": int(len(self.data.train)),
-                       "val_chars": int(len(self.data.val))},
+            "corpus": {
+                "sources": self.data.corpus_names[:20],
+                "train_chars": int(len(self.data.train)),
+                "val_chars": int(len(self.data.val)),
+            },
         }
 
     def write_extras(self, stage) -> None:
@@ -232,5 +264,7 @@ class CharLMTask:
 
     def describe(self) -> str:
         m = self.model.cfg
-        return (f"char LM: {m.layers}x{m.hidden} {m.cell.upper()}, {self.model.num_parameters():,} parameters, "
-                f"vocab {m.vocab_size}, {len(self.data.train):,} train / {len(self.data.val):,} val chars")
+        return (
+            f"char LM: {m.layers}x{m.hidden} {m.cell.upper()}, {self.model.num_parameters():,} parameters, "
+            f"vocab {m.vocab_size}, {len(self.data.train):,} train / {len(self.data.val):,} val chars"
+        )

@@ -79,8 +79,9 @@ def _split(pairs: list[Pair], val_fraction: float) -> tuple[list[Pair], list[Pai
     return train, val
 
 
-def _examples(pairs: list[Pair], tok: SubwordTokenizer, max_len: int, max_src_len: int,
-              report: ReadReport | None) -> list[Example]:
+def _examples(
+    pairs: list[Pair], tok: SubwordTokenizer, max_len: int, max_src_len: int, report: ReadReport | None
+) -> list[Example]:
     """Tokenize; pairs whose prompt or reply exceeds ``max_len`` tokens are dropped (and counted)."""
     cache: dict[str, list[int]] = {}
 
@@ -121,26 +122,49 @@ def resolve_settings(opts: ChatOptions, device: torch.device) -> tuple[dict, dic
     model = {k: p[k] for k in MODEL_KEYS if k in p}
     model.update({k: v for k, v in opts.model.items() if v is not None})
     other = {
-        "vocab_size": opts.vocab_size or p["vocab_size"], "vocab_given": opts.vocab_size is not None,
-        "max_len": opts.max_len or p["max_len"], "batch_size": opts.batch_size or p["batch_size"],
-        "lr": p["lr"], "preset": p, "label_smoothing": p["label_smoothing"] if opts.label_smoothing is None else opts.label_smoothing,
+        "vocab_size": opts.vocab_size or p["vocab_size"],
+        "vocab_given": opts.vocab_size is not None,
+        "max_len": opts.max_len or p["max_len"],
+        "batch_size": opts.batch_size or p["batch_size"],
+        "lr": p["lr"],
+        "preset": p,
+        "label_smoothing": p["label_smoothing"] if opts.label_smoothing is None else opts.label_smoothing,
     }
     return model, other
 
 
 def _load_pairs(opts: ChatOptions, corpus: list[str]) -> tuple[list[Pair], list[Pair], ReadReport, ReadReport | None]:
-    pairs, report = load_pairs([Path(c) for c in corpus] or None, fmt=opts.fmt, columns=opts.columns,
-                               encoding=opts.encoding, lang=opts.lang, context_turns=opts.context_turns)
+    pairs, report = load_pairs(
+        [Path(c) for c in corpus] or None,
+        fmt=opts.fmt,
+        columns=opts.columns,
+        encoding=opts.encoding,
+        lang=opts.lang,
+        context_turns=opts.context_turns,
+    )
     if opts.val_file:
-        val, val_report = load_pairs([Path(opts.val_file)], fmt=opts.fmt, columns=opts.columns,
-                                     encoding=opts.encoding, lang=opts.lang, context_turns=opts.context_turns)
+        val, val_report = load_pairs(
+            [Path(opts.val_file)],
+            fmt=opts.fmt,
+            columns=opts.columns,
+            encoding=opts.encoding,
+            lang=opts.lang,
+            context_turns=opts.context_turns,
+        )
         return pairs, val, report, val_report
     train, val = _split(pairs, opts.val_fraction)
     return train, val, report, None
 
 
-def load_chat_data(opts: ChatOptions, corpus: list[str], max_len: int, max_src_len: int, vocab_size: int,
-                   vocab_given: bool, tokenizer: SubwordTokenizer | None = None) -> ChatData:
+def load_chat_data(
+    opts: ChatOptions,
+    corpus: list[str],
+    max_len: int,
+    max_src_len: int,
+    vocab_size: int,
+    vocab_given: bool,
+    tokenizer: SubwordTokenizer | None = None,
+) -> ChatData:
     """Read, split, train the tokenizer on the training split only (unless resuming), tokenize, filter."""
     train_pairs, val_pairs, report, val_report = _load_pairs(opts, corpus)
     if tokenizer is None:
@@ -159,11 +183,16 @@ def load_chat_data(opts: ChatOptions, corpus: list[str], max_len: int, max_src_l
     if not train:
         raise ChatrnnError(f"no training pairs left in {where} after filtering: {report.summary().splitlines()[0]}")
     if not val_ex:
-        raise ChatrnnError(f"no validation pairs left after filtering (longer than {max_len} tokens?); "
-                           "raise --max-len or give --val-file")
+        raise ChatrnnError(
+            f"no validation pairs left after filtering (longer than {max_len} tokens?); "
+            "raise --max-len or give --val-file"
+        )
     summary = {
-        "sources": corpus[:20] if corpus else [f"chatterbot-corpus:{opts.lang}"], "format": opts.fmt,
-        "read": report.read, "kept": report.kept, "dropped": dict(report.dropped),
+        "sources": corpus[:20] if corpus else [f"chatterbot-corpus:{opts.lang}"],
+        "format": opts.fmt,
+        "read": report.read,
+        "kept": report.kept,
+        "dropped": dict(report.dropped),
         "malformed_examples": [f"{f}:{n}: {w}" for f, n, w in report.malformed_lines[:3]],
         "report": report.summary(),
     }
@@ -215,12 +244,25 @@ def build_chat(opts: ChatOptions, device: torch.device, dist=None) -> tuple[Chat
         data = load_chat_data(opts, corpus, max_len, max_src_len, other["vocab_size"], other["vocab_given"])
         tok = data.tokenizer
         try:
-            cfg = Seq2SeqConfig(vocab_size=tok.vocab_size, pad_id=tok.PAD, bos_id=tok.BOS, eos_id=tok.EOS,
-                                sep_id=tok.SEP, max_src_len=max_src_len, max_tgt_len=max_len, **model_d)
+            cfg = Seq2SeqConfig(
+                vocab_size=tok.vocab_size,
+                pad_id=tok.PAD,
+                bos_id=tok.BOS,
+                eos_id=tok.EOS,
+                sep_id=tok.SEP,
+                max_src_len=max_src_len,
+                max_tgt_len=max_len,
+                **model_d,
+            )
         except ValueError as e:
             raise ChatrnnError(str(e)) from None
         batch_size = other["batch_size"]
-        label_smoothing, tf, tf_decay, tf_min = other["label_smoothing"], opts.teacher_forcing, opts.tf_decay, opts.tf_min
+        label_smoothing, tf, tf_decay, tf_min = (
+            other["label_smoothing"],
+            opts.teacher_forcing,
+            opts.tf_decay,
+            opts.tf_min,
+        )
         tokenizer_type = opts.tokenizer
     if not 0 <= tf <= 1:
         raise ChatrnnError("--teacher-forcing must be between 0 and 1")
@@ -233,19 +275,41 @@ def build_chat(opts: ChatOptions, device: torch.device, dist=None) -> tuple[Chat
             raise ChatrnnError(f"batch size {batch_size} does not split over {world} ranks")
         batch_size //= world  # --batch-size and the presets give the global batch
     extra = {
-        "tokenizer_type": tokenizer_type, "max_len": max_len,
-        "data": {"corpus": corpus, "fmt": opts.fmt, "columns": list(opts.columns) if opts.columns else None,
-                 "encoding": opts.encoding, "lang": opts.lang, "val_fraction": opts.val_fraction, "val_file": opts.val_file},
+        "tokenizer_type": tokenizer_type,
+        "max_len": max_len,
+        "data": {
+            "corpus": corpus,
+            "fmt": opts.fmt,
+            "columns": list(opts.columns) if opts.columns else None,
+            "encoding": opts.encoding,
+            "lang": opts.lang,
+            "val_fraction": opts.val_fraction,
+            "val_file": opts.val_file,
+        },
     }
-    task = ChatTask(model, data, batch_size, device, label_smoothing=label_smoothing, teacher_forcing=tf,
-                    tf_decay=tf_decay, tf_min=tf_min, context_turns=opts.context_turns, seed=train.seed,
-                    rank=rank, world=world, extra_config=extra)
+    task = ChatTask(
+        model,
+        data,
+        batch_size,
+        device,
+        label_smoothing=label_smoothing,
+        teacher_forcing=tf,
+        tf_decay=tf_decay,
+        tf_min=tf_min,
+        context_turns=opts.context_turns,
+        seed=train.seed,
+        rank=rank,
+        world=world,
+        extra_config=extra,
+    )
     return task, train
 
 
 def _explicit_limits(train: TrainConfig) -> dict:
     """On resume, limits typed on the command line extend or shorten the stored run."""
-    return {k: v for k, v in (("max_steps", train.max_steps), ("epochs", train.epochs), ("max_time", train.max_time)) if v}
+    return {
+        k: v for k, v in (("max_steps", train.max_steps), ("epochs", train.epochs), ("max_time", train.max_time)) if v
+    }
 
 
 def train_chat(opts: ChatOptions, reporter: Reporter | None = None, stop_check=None, dist=None) -> TrainResult:
@@ -256,6 +320,15 @@ def train_chat(opts: ChatOptions, reporter: Reporter | None = None, stop_check=N
         if "val_report" in task.data.summary:
             reporter.message("validation file: " + task.data.summary["val_report"])
     train_model = dist.wrap(task.model) if dist is not None else None
-    trainer = Trainer(task, train, opts.out, device, reporter=reporter, resume=opts.resume, dist=dist,
-                      stop_check=stop_check, train_model=train_model)
+    trainer = Trainer(
+        task,
+        train,
+        opts.out,
+        device,
+        reporter=reporter,
+        resume=opts.resume,
+        dist=dist,
+        stop_check=stop_check,
+        train_model=train_model,
+    )
     return trainer.run()

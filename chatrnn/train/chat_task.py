@@ -47,8 +47,14 @@ class ChatBatch:
     chars: int = 0
 
 
-def collate(examples: list[Example], pad: int, bos: int, eos: int, device: torch.device | None = None,
-            prompts: list[list[int]] | None = None) -> ChatBatch:
+def collate(
+    examples: list[Example],
+    pad: int,
+    bos: int,
+    eos: int,
+    device: torch.device | None = None,
+    prompts: list[list[int]] | None = None,
+) -> ChatBatch:
     """Pad a list of examples into tensors (``prompts`` replaces their sources, for shuffled-prompt scoring)."""
     srcs = prompts if prompts is not None else [e.src for e in examples]
     B, S, T = len(examples), max(len(s) for s in srcs), max(len(e.tgt) for e in examples) + 1
@@ -63,7 +69,9 @@ def collate(examples: list[Example], pad: int, bos: int, eos: int, device: torch
     chars = sum(e.chars for e in examples)
     if device is not None and device.type != "cpu":
         nb = device.type == "cuda"
-        src, tgt_in, tgt_out = (t.pin_memory().to(device, non_blocking=nb) if nb else t.to(device) for t in (src, tgt_in, tgt_out))
+        src, tgt_in, tgt_out = (
+            t.pin_memory().to(device, non_blocking=nb) if nb else t.to(device) for t in (src, tgt_in, tgt_out)
+        )
     return ChatBatch(src, src_len, tgt_in, tgt_out, chars)
 
 
@@ -98,13 +106,13 @@ class BucketedOrder:
         perm = torch.randperm(n, generator=self.gen).tolist()
         batches: list[list[int]] = []
         for start in range(0, n, bs * POOL):
-            pool = sorted(perm[start: start + bs * POOL], key=lambda i: self.lengths[i])
-            batches += [pool[j: j + bs] for j in range(0, len(pool), bs)]
+            pool = sorted(perm[start : start + bs * POOL], key=lambda i: self.lengths[i])
+            batches += [pool[j : j + bs] for j in range(0, len(pool), bs)]
         order = torch.randperm(len(batches), generator=self.gen).tolist()
         batches = [batches[i] for i in order]
         if self.world > 1:
             per_rank = max(1, len(batches) // self.world)
-            mine = batches[self.rank:: self.world][:per_rank]
+            mine = batches[self.rank :: self.world][:per_rank]
             batches = mine or batches[:1]
         return batches
 
@@ -125,14 +133,22 @@ class BucketedOrder:
         return self.epoch_index + self.pos / max(1, len(self.batches))
 
     def state_dict(self) -> dict:
-        return {"epoch_index": self.epoch_index, "pos": self.pos, "epoch_state": self.epoch_state.clone(),
-                "batch_size": self.batch_size, "world": self.world, "steps": len(self.batches)}
+        return {
+            "epoch_index": self.epoch_index,
+            "pos": self.pos,
+            "epoch_state": self.epoch_state.clone(),
+            "batch_size": self.batch_size,
+            "world": self.world,
+            "steps": len(self.batches),
+        }
 
     def load_state_dict(self, d: dict) -> None:
         self.epoch_index = int(d["epoch_index"])
         self.gen.set_state(d["epoch_state"])
         self._start_epoch()
-        same_split = int(d.get("batch_size", self.batch_size)) == self.batch_size and int(d.get("world", 1)) == self.world
+        same_split = (
+            int(d.get("batch_size", self.batch_size)) == self.batch_size and int(d.get("world", 1)) == self.world
+        )
         if same_split:
             self.pos = min(int(d["pos"]), len(self.batches))
         else:  # another batch size or number of ranks: the same fraction of this epoch's shuffle
@@ -141,8 +157,14 @@ class BucketedOrder:
 
 
 @torch.no_grad()
-def score_examples(model: Seq2Seq, examples: list[Example], device: torch.device, batch_size: int = 128,
-                   autocast: torch.dtype | None = None, prompts: list[list[int]] | None = None) -> dict:
+def score_examples(
+    model: Seq2Seq,
+    examples: list[Example],
+    device: torch.device,
+    batch_size: int = 128,
+    autocast: torch.dtype | None = None,
+    prompts: list[list[int]] | None = None,
+) -> dict:
     """Teacher-forced reply NLL over ``examples``: nats per token, perplexity, bits per character.
 
     Bits per character divide the total bits of each reply (its end token included) by its
@@ -153,25 +175,43 @@ def score_examples(model: Seq2Seq, examples: list[Example], device: torch.device
     was_training = model.training
     model.eval()
     cfg = model.cfg
-    order = sorted(range(len(examples)), key=lambda i: (len(examples[i].src) if prompts is None else len(prompts[i]), len(examples[i].tgt)))
+    order = sorted(
+        range(len(examples)),
+        key=lambda i: (len(examples[i].src) if prompts is None else len(prompts[i]), len(examples[i].tgt)),
+    )
     total, tokens, chars = 0.0, 0, 0
     try:
         for start in range(0, len(order), batch_size):
-            idx = order[start: start + batch_size]
-            batch = collate([examples[i] for i in idx], cfg.pad_id, cfg.bos_id, cfg.eos_id, device,
-                            prompts=None if prompts is None else [prompts[i] for i in idx])
+            idx = order[start : start + batch_size]
+            batch = collate(
+                [examples[i] for i in idx],
+                cfg.pad_id,
+                cfg.bos_id,
+                cfg.eos_id,
+                device,
+                prompts=None if prompts is None else [prompts[i] for i in idx],
+            )
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
                 logits, _ = model(batch.src.to(device), batch.src_len, batch.tgt_in.to(device))
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch.tgt_out.to(device).reshape(-1),
-                                   ignore_index=cfg.pad_id, reduction="sum")
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(),
+                batch.tgt_out.to(device).reshape(-1),
+                ignore_index=cfg.pad_id,
+                reduction="sum",
+            )
             total += float(loss)
             tokens += int((batch.tgt_out != cfg.pad_id).sum())
             chars += batch.chars
     finally:
         model.train(was_training)
     loss = total / max(tokens, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "bpc": total / LN2 / max(chars, 1),
-            "tokens": tokens, "reply_chars": chars}
+    return {
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "bpc": total / LN2 / max(chars, 1),
+        "tokens": tokens,
+        "reply_chars": chars,
+    }
 
 
 class ChatTask:
@@ -180,10 +220,24 @@ class ChatTask:
     kind = "chat"
     unit = "tokens"
 
-    def __init__(self, model: Seq2Seq, data: ChatData, batch_size: int, device: torch.device, *,
-                 label_smoothing: float = 0.1, teacher_forcing: float = 1.0, tf_decay: float = 1.0,
-                 tf_min: float = 0.0, context_turns: int = 0, seed: int = 1337, rank: int = 0, world: int = 1,
-                 extra_config: dict | None = None, eval_batch_size: int = 128):
+    def __init__(
+        self,
+        model: Seq2Seq,
+        data: ChatData,
+        batch_size: int,
+        device: torch.device,
+        *,
+        label_smoothing: float = 0.1,
+        teacher_forcing: float = 1.0,
+        tf_decay: float = 1.0,
+        tf_min: float = 0.0,
+        context_turns: int = 0,
+        seed: int = 1337,
+        rank: int = 0,
+        world: int = 1,
+        extra_config: dict | None = None,
+        eval_batch_size: int = 128,
+    ):
         self.model = model
         self.data = data
         self.device = device
@@ -205,8 +259,9 @@ class ChatTask:
         # their gradient (the largest term with a big vocabulary), in float32.
         max_tgt = max(len(e.tgt) + 1 for e in data.train)
         max_src = max(len(e.src) for e in data.train)
-        self.activation_bytes = int(4 * self.batch_size * (
-            (max_src + max_tgt) * cfg.hidden * cfg.layers * 8 + max_tgt * cfg.vocab_size * 3))
+        self.activation_bytes = int(
+            4 * self.batch_size * ((max_src + max_tgt) * cfg.hidden * cfg.layers * 8 + max_tgt * cfg.vocab_size * 3)
+        )
         self.mean_lengths = (mean_src, mean_tgt)
 
     # ----- the Task protocol -----------------------------------------------------------------
@@ -219,7 +274,7 @@ class ChatTask:
         """Teacher forcing ratio now: the start ratio decayed per epoch, floored at ``tf_min``."""
         if self.teacher_forcing >= 1.0 and self.tf_decay >= 1.0:
             return 1.0
-        return max(self.tf_min, self.teacher_forcing * self.tf_decay ** self.order.epoch_index)
+        return max(self.tf_min, self.teacher_forcing * self.tf_decay**self.order.epoch_index)
 
     def loss(self, model: torch.nn.Module, batch: ChatBatch) -> tuple[torch.Tensor, int]:
         ratio = self.tf_ratio()
@@ -227,8 +282,12 @@ class ChatTask:
         forced = True if ratio >= 1.0 else bool(torch.rand(()) < ratio)
         logits, _ = model(batch.src, batch.src_len, batch.tgt_in, teacher_forcing=forced)
         pad = self.model.cfg.pad_id
-        loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch.tgt_out.reshape(-1),
-                               ignore_index=pad, label_smoothing=self.label_smoothing)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(),
+            batch.tgt_out.reshape(-1),
+            ignore_index=pad,
+            label_smoothing=self.label_smoothing,
+        )
         return loss, int((batch.tgt_out != pad).sum())
 
     # ----- CPU: the batch's pairs sharded over threads (see cpu_parallel.py) --------------------
@@ -270,8 +329,16 @@ class ChatTask:
             finally:
                 if ordered and i + 1 < len(turns):
                     turns[i + 1].set()
-            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch.tgt_out[lo:hi].reshape(-1),
-                                   ignore_index=pad, label_smoothing=self.label_smoothing, reduction="sum") / total
+            loss = (
+                F.cross_entropy(
+                    logits.reshape(-1, logits.size(-1)).float(),
+                    batch.tgt_out[lo:hi].reshape(-1),
+                    ignore_index=pad,
+                    label_smoothing=self.label_smoothing,
+                    reduction="sum",
+                )
+                / total
+            )
             return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
 
         results = [r for r in pool.map(work) if r is not None]
@@ -279,7 +346,7 @@ class ChatTask:
         return float(sum(float(r[0]) for r in results)), total
 
     def evaluate(self, model: Seq2Seq, autocast: torch.dtype | None = None) -> dict:
-        val = self.data.val[self.rank::self.world]  # DDP: each rank scores its share; the trainer sums them
+        val = self.data.val[self.rank :: self.world]  # DDP: each rank scores its share; the trainer sums them
         return score_examples(model, val, self.device, self.eval_batch_size, autocast)
 
     @property
@@ -300,15 +367,25 @@ class ChatTask:
         tok = self.data.tokenizer
         return {
             "model": self.model.cfg.to_dict(),
-            "tokenizer": {"file": "tokenizer.model", "vocab_size": tok.vocab_size,
-                          "type": self.extra_config.get("tokenizer_type", "unigram"),
-                          "pad_id": tok.PAD, "bos_id": tok.BOS, "eos_id": tok.EOS, "sep_id": tok.SEP},
+            "tokenizer": {
+                "file": "tokenizer.model",
+                "vocab_size": tok.vocab_size,
+                "type": self.extra_config.get("tokenizer_type", "unigram"),
+                "pad_id": tok.PAD,
+                "bos_id": tok.BOS,
+                "eos_id": tok.EOS,
+                "sep_id": tok.SEP,
+            },
             "context_turns": self.context_turns,
             "max_src_len": self.model.cfg.max_src_len,
             "max_tgt_len": self.model.cfg.max_tgt_len,
             "batch": {"batch_size": self.batch_size * self.world},
-            "chat_train": {"label_smoothing": self.label_smoothing, "teacher_forcing": self.teacher_forcing,
-                           "tf_decay": self.tf_decay, "tf_min": self.tf_min},
+            "chat_train": {
+                "label_smoothing": self.label_smoothing,
+                "teacher_forcing": self.teacher_forcing,
+                "tf_decay": self.tf_decay,
+                "tf_min": self.tf_min,
+            },
             "corpus": {**self.data.summary, "train_pairs": len(self.data.train), "val_pairs": len(self.data.val)},
             **{k: v for k, v in self.extra_config.items() if k != "tokenizer_type"},
         }
@@ -318,6 +395,8 @@ class ChatTask:
 
     def describe(self) -> str:
         m = self.model.cfg
-        return (f"chat model: {m.layers}x{m.hidden} GRU encoder-decoder, {m.attention} attention, "
-                f"{self.model.num_parameters():,} parameters, vocab {m.vocab_size}, "
-                f"{len(self.data.train):,} train / {len(self.data.val):,} val pairs")
+        return (
+            f"chat model: {m.layers}x{m.hidden} GRU encoder-decoder, {m.attention} attention, "
+            f"{self.model.num_parameters():,} parameters, vocab {m.vocab_size}, "
+            f"{len(self.data.train):,} train / {len(self.data.val):,} val pairs"
+        )

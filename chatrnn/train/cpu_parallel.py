@@ -12,8 +12,9 @@ which is done here in a fixed order so that runs stay repeatable bit for bit.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 

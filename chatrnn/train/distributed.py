@@ -233,8 +233,7 @@ def from_env(device_name: str | None = None, init: bool = True) -> DistContext |
         return ctx
     if not torch.distributed.is_initialized():
         kw = {"device_id": dev} if dev.type == "cuda" else {}
-        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
-                                             timeout=_timeout(), **kw)
+        torch.distributed.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", timeout=_timeout(), **kw)
     if torch.distributed.get_backend() != "gloo":
         ctx.ctrl = torch.distributed.new_group(backend="gloo", timeout=_timeout())
     return ctx

@@ -48,8 +48,15 @@ def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | No
     return result
 
 
-def run_both(corpus: list[str], lang: str, max_time: float, device: str | None, seed: int,
-             reporter: Reporter | None = None, dry_run: bool = False):
+def run_both(
+    corpus: list[str],
+    lang: str,
+    max_time: float,
+    device: str | None,
+    seed: int,
+    reporter: Reporter | None = None,
+    dry_run: bool = False,
+):
     """``chatrnn train`` with no subcommand, single process or a torchrun rank (one process group for both)."""
     from chatrnn.train import distributed
     from chatrnn.train.both import train_both
@@ -60,8 +67,16 @@ def run_both(corpus: list[str], lang: str, max_time: float, device: str | None, 
     try:
         if dist is not None and not dist.is_main:
             reporter = Reporter(quiet=True)
-        result = train_both(corpus, lang=lang, max_time=max_time, device=device, seed=seed, reporter=reporter,
-                            dist=dist, dry_run=dry_run)
+        result = train_both(
+            corpus,
+            lang=lang,
+            max_time=max_time,
+            device=device,
+            seed=seed,
+            reporter=reporter,
+            dist=dist,
+            dry_run=dry_run,
+        )
         graceful = True
         return result
     finally:
@@ -95,7 +110,10 @@ def report_throughput(result, reporter: Reporter) -> None:
         return
     line = ""
     if t.get("train_time_s") and t.get("tokens"):
-        line = f"throughput: {t['tokens'] / t['train_time_s']:,.0f} {t.get('unit', 'tokens')}/s over {t.get('world_size', 1)} rank(s)"
+        line = (
+            f"throughput: {t['tokens'] / t['train_time_s']:,.0f} "
+            f"{t.get('unit', 'tokens')}/s over {t.get('world_size', 1)} rank(s)"
+        )
     if torch.cuda.is_available() and str(t.get("device", "")).startswith("cuda") and torch.cuda.is_initialized():
         peak = torch.cuda.max_memory_allocated() / 2**30
         line += f"{'; ' if line else ''}peak GPU memory {peak:.2f} GiB per rank"

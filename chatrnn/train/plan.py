@@ -50,7 +50,8 @@ def plan_lines(kind: str, task, train, device, dist) -> list[str]:
     nodes = max(1, world // max(1, local))
     lines = [
         f"plan for {kind}: {task.describe()}",
-        f"device: {where}; {world} rank(s)" + (f" on {nodes} node(s), {local} per node" if world > 1 else "")
+        f"device: {where}; {world} rank(s)"
+        + (f" on {nodes} node(s), {local} per node" if world > 1 else "")
         + f"; autocast {'bf16' if amp is not None else 'off'}",
         f"parameters: {params:,} ({_mib(params * 4)} in fp32)",
         f"per step: {task.tokens_per_step * world:,} {task.unit} ({task.tokens_per_step:,} per rank)",
@@ -67,8 +68,10 @@ def plan_lines(kind: str, task, train, device, dist) -> list[str]:
     if act is None:
         lines.append(f"estimated memory per rank: {_mib(state)} for weights, gradients and AdamW, plus activations")
     else:
-        lines.append(f"estimated memory per rank: {_mib(state + act)} ({_mib(state)} weights, gradients and AdamW; "
-                     f"{_mib(act)} activations)")
+        lines.append(
+            f"estimated memory per rank: {_mib(state + act)} ({_mib(state)} weights, gradients and AdamW; "
+            f"{_mib(act)} activations)"
+        )
     if device.type == "cuda":
         import torch
 

@@ -31,9 +31,13 @@ class Reporter:
             from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                console=Console(file=self.stream), transient=False,
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>5.1f}%"),
+                TextColumn("{task.fields[info]}"),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=False,
             )
             self._progress.start()
             self._task = self._progress.add_task("train", total=1.0, info="")
@@ -58,7 +62,9 @@ class Reporter:
         star = " (best)" if best else ""
         extra = f" bpc {metrics['bpc']:.3f}" if "bpc" in metrics else ""
         note = f" [{note}]" if note else ""
-        self.message(f"eval step {step}: val loss {metrics['loss']:.4f} ppl {metrics['perplexity']:.2f}{extra}{star}{note}")
+        self.message(
+            f"eval step {step}: val loss {metrics['loss']:.4f} ppl {metrics['perplexity']:.2f}{extra}{star}{note}"
+        )
 
     def message(self, text: str) -> None:
         if self.quiet:

@@ -13,9 +13,10 @@ import math
 import random
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -48,7 +49,6 @@ class TrainConfig(JsonConfig):
     # Evaluations score the average; the last one scores the raw weights too, and the better
     # become the best checkpoint.
     ema: float | None = None
-
 
 
 class Task(Protocol):
@@ -122,9 +122,18 @@ def _as_tuple(x: Any) -> Any:
 class Trainer:
     """Runs a task to its limit; ``stop_check`` lets tests (and DDP) request a stop like Ctrl-C."""
 
-    def __init__(self, task: Task, cfg: TrainConfig, out: Path, device: torch.device,
-                 reporter: Reporter | None = None, resume: bool = False, dist=None,
-                 stop_check: Callable[[int], bool] | None = None, train_model: torch.nn.Module | None = None):
+    def __init__(
+        self,
+        task: Task,
+        cfg: TrainConfig,
+        out: Path,
+        device: torch.device,
+        reporter: Reporter | None = None,
+        resume: bool = False,
+        dist=None,
+        stop_check: Callable[[int], bool] | None = None,
+        train_model: torch.nn.Module | None = None,
+    ):
         if cfg.max_steps is None and cfg.epochs is None and cfg.max_time is None:
             raise ChatrnnError("give a limit: --max-steps, --epochs or --max-time")
         fill_train_defaults(cfg, {})  # whatever no preset filled
@@ -143,8 +152,12 @@ class Trainer:
         self.autocast = autocast_dtype(device, cfg.amp)
         # The fused kernel updates every tensor in one pass: on a CPU it is ~4x cheaper than the
         # per-tensor loop, a few percent of a small LSTM's whole step.
-        self.opt = torch.optim.AdamW(param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99),
-                                     fused=device.type in ("cuda", "cpu"))
+        self.opt = torch.optim.AdamW(
+            param_groups(self.model, cfg.weight_decay),
+            lr=cfg.lr,
+            betas=(0.9, 0.99),
+            fused=device.type in ("cuda", "cpu"),
+        )
         self.averaged = None
         if cfg.ema:
             # Polyak averaging: the late, small-lr steps of a run jitter around a minimum that
@@ -184,16 +197,28 @@ class Trainer:
         cfg = ckpt.base_config(self.task.kind)
         cfg.update(self.task.checkpoint_config())
         cfg["training"] = {
-            "steps": self.step, "epochs": round(float(self.task.epoch), 4), "tokens": self.step * self.task.tokens_per_step * (1 if self.dist is None else self.dist.world),
-            "unit": self.task.unit, "train_time_s": round(elapsed, 2), "best_val_loss": self.best,
-            "last_val": self.last_metrics, "device": str(self.device), "finished": finished,
+            "steps": self.step,
+            "epochs": round(float(self.task.epoch), 4),
+            "tokens": self.step * self.task.tokens_per_step * (1 if self.dist is None else self.dist.world),
+            "unit": self.task.unit,
+            "train_time_s": round(elapsed, 2),
+            "best_val_loss": self.best,
+            "last_val": self.last_metrics,
+            "device": str(self.device),
+            "finished": finished,
             "world_size": 1 if self.dist is None else self.dist.world,
         }
         cfg["train_config"] = self.cfg.to_dict()
         return cfg
 
-    def save(self, elapsed: float, best: bool, finished: bool, metrics_line: dict | None,
-             best_model: torch.nn.Module | None = None) -> None:
+    def save(
+        self,
+        elapsed: float,
+        best: bool,
+        finished: bool,
+        metrics_line: dict | None,
+        best_model: torch.nn.Module | None = None,
+    ) -> None:
         task_state, rng = self.task.state_dict(), rng_state()
         if self.dist is not None:  # every rank takes part: its TBPTT state and RNG go to rank 0
             task_state, rng = self.dist.gather_state(self.task, task_state, rng)
@@ -205,13 +230,24 @@ class Trainer:
             st.save_json(ckpt.CONFIG, self._config_json(finished, elapsed))
             st.save_tensors(ckpt.LAST_WEIGHTS, weights, meta)
             if best or not (st.path / ckpt.BEST_WEIGHTS).exists():
-                st.save_tensors(ckpt.BEST_WEIGHTS, (self.model if best_model is None else best_model).state_dict(), meta)
-            st.save_torch(ckpt.TRAIN_STATE, {
-                "step": self.step, "elapsed": elapsed, "best": self.best, "next_eval_at": self.next_eval_at,
-                "optimizer": self.opt.state_dict(), "task": task_state, "rng": rng,
-                "train_config": self.cfg.to_dict(), "last_metrics": self.last_metrics,
-                "averaged": self.averaged.state_dict() if self.averaged is not None else None,
-            })
+                st.save_tensors(
+                    ckpt.BEST_WEIGHTS, (self.model if best_model is None else best_model).state_dict(), meta
+                )
+            st.save_torch(
+                ckpt.TRAIN_STATE,
+                {
+                    "step": self.step,
+                    "elapsed": elapsed,
+                    "best": self.best,
+                    "next_eval_at": self.next_eval_at,
+                    "optimizer": self.opt.state_dict(),
+                    "task": task_state,
+                    "rng": rng,
+                    "train_config": self.cfg.to_dict(),
+                    "last_metrics": self.last_metrics,
+                    "averaged": self.averaged.state_dict() if self.averaged is not None else None,
+                },
+            )
             self.task.write_extras(st)
             if metrics_line is not None:
                 st.append_lines(ckpt.METRICS, [json.dumps(metrics_line)])
@@ -223,7 +259,9 @@ class Trainer:
         try:
             self.model.load_state_dict(weights)
         except RuntimeError as e:
-            raise ChatrnnError(f"cannot resume {folder}: its weights do not fit this model ({str(e).splitlines()[0]})") from None
+            raise ChatrnnError(
+                f"cannot resume {folder}: its weights do not fit this model ({str(e).splitlines()[0]})"
+            ) from None
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.elapsed_before = float(state["elapsed"])
@@ -275,7 +313,9 @@ class Trainer:
                 old_handler = None
         self.pool = self._shard_pool()
         self.task.pool = self.pool  # evaluation uses the same threads
-        self.reporter.start(self.task.describe() + f" on {self.device}" + (f" ({self.dist.world} ranks)" if self.dist else ""))
+        self.reporter.start(
+            self.task.describe() + f" on {self.device}" + (f" ({self.dist.world} ranks)" if self.dist else "")
+        )
         try:
             return self._loop()
         finally:
@@ -320,7 +360,9 @@ class Trainer:
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             if not (math.isfinite(loss_v) and math.isfinite(float(gnorm))):
                 where = f"; the last good checkpoint in {self.out} is kept" if (self.out / ckpt.CONFIG).exists() else ""
-                raise ChatrnnError(f"loss became {loss_v} at step {self.step + 1}{where}; lower --lr or check the corpus")
+                raise ChatrnnError(
+                    f"loss became {loss_v} at step {self.step + 1}{where}; lower --lr or check the corpus"
+                )
             self.opt.step()
             if self.averaged is not None:
                 self.averaged.update_parameters(self.model)
@@ -333,8 +375,12 @@ class Trainer:
                 tokens_window, t_window = 0, now
             elapsed = now - t0
             if self.dist is not None:  # the same lr, evaluation and stop decisions on every rank
-                agreed = self.dist.agree(self.step, self._interrupt or (self.stop_check is not None and self.stop_check(self.step)),
-                                         elapsed, cfg.max_time)
+                agreed = self.dist.agree(
+                    self.step,
+                    self._interrupt or (self.stop_check is not None and self.stop_check(self.step)),
+                    elapsed,
+                    cfg.max_time,
+                )
                 elapsed = agreed[1]
             progress = self.progress(elapsed)
             eta = None
@@ -349,7 +395,9 @@ class Trainer:
         if interrupted:
             self.save(elapsed, best=False, finished=False, metrics_line=None)
             if self.is_main:
-                self.reporter.message(f"interrupted at step {self.step}; checkpoint saved to {self.out} (resume with --resume)")
+                self.reporter.message(
+                    f"interrupted at step {self.step}; checkpoint saved to {self.out} (resume with --resume)"
+                )
         else:
             self._evaluate_and_save(elapsed, finished=True, lr=None, train_loss=loss_ema)
         return TrainResult(self.step, self.best, self.last_metrics, elapsed, interrupted, self.out)
@@ -372,8 +420,14 @@ class Trainer:
         elif which == "ema":
             note = "averaged weights"
         self.reporter.evaluated(self.step, m, is_best, note)
-        line = {"step": self.step, "elapsed": round(elapsed, 2), "epoch": round(float(self.task.epoch), 4),
-                "train_loss": train_loss, "lr": lr, **{f"val_{k}": v for k, v in m.items()}}
+        line = {
+            "step": self.step,
+            "elapsed": round(elapsed, 2),
+            "epoch": round(float(self.task.epoch), 4),
+            "train_loss": train_loss,
+            "lr": lr,
+            **{f"val_{k}": v for k, v in m.items()},
+        }
         if self.averaged is not None:
             line["weights"] = which
             line.update({f"val_loss_{k}": v[0]["loss"] for k, v in scored.items()})

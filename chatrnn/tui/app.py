@@ -28,8 +28,19 @@ from chatrnn.decoding import GenerateSettings, ReplySettings, from_dict, to_dict
 from chatrnn.errors import ChatrnnError
 from chatrnn.tui.chat import SLASH_HELP, ChatPane, ConversationsChanged
 from chatrnn.tui.generate import GeneratePane, SettingsChanged
-from chatrnn.tui.models import (CHAT, KIND_LABEL, LM, CheckpointInfo, ModelLoader, NoCheckpoint, checkpoints_root,
-                                discover, missing_message, model_label, train_hint)
+from chatrnn.tui.models import (
+    CHAT,
+    KIND_LABEL,
+    LM,
+    CheckpointInfo,
+    ModelLoader,
+    NoCheckpoint,
+    checkpoints_root,
+    discover,
+    missing_message,
+    model_label,
+    train_hint,
+)
 from chatrnn.tui.widgets import Notice
 
 HELP = f"""\
@@ -180,7 +191,9 @@ class ModelPickerScreen(ModalScreen[CheckpointInfo | None]):
         ol.clear_options()
         for i, info in enumerate(self.infos):
             kind = KIND_LABEL.get(info.kind or "", str(info.kind))
-            line = f"{info.name[:24]:<24} {kind:<15} {info.params_text():>7} {info.size_text():>9} {info.loss_text():>9}"
+            line = (
+                f"{info.name[:24]:<24} {kind:<15} {info.params_text():>7} {info.size_text():>9} {info.loss_text():>9}"
+            )
             if info.problem:
                 line += f"  ({info.problem})"
             ol.add_option(Option(line, id=str(i), disabled=not info.usable))
@@ -317,10 +330,19 @@ class ChatrnnApp(App):
         Binding("ctrl+o", "pick_model", "Models"),
     ]
 
-    def __init__(self, *, chat_checkpoint: str | None = None, lm_checkpoint: str | None = None,
-                 db_path: str | Path | None = None, store=None, reply_settings: ReplySettings | None = None,
-                 generate_settings: GenerateSettings | None = None, loader: ModelLoader | None = None,
-                 device: str = "cpu", load_models: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        chat_checkpoint: str | None = None,
+        lm_checkpoint: str | None = None,
+        db_path: str | Path | None = None,
+        store=None,
+        reply_settings: ReplySettings | None = None,
+        generate_settings: GenerateSettings | None = None,
+        loader: ModelLoader | None = None,
+        device: str = "cpu",
+        load_models: bool = True,
+    ) -> None:
         super().__init__()
         self.chat_checkpoint = chat_checkpoint
         self.lm_checkpoint = lm_checkpoint
@@ -381,8 +403,13 @@ class ChatrnnApp(App):
         except ChatrnnError as e:
             self.store, message = Store(":memory:"), f"{e} This session will not be saved."
         except Exception as e:  # never let the history keep the app from starting
-            self.store, message = Store(":memory:"), (f"could not open the conversation history {path} "
-                                                      f"({e.__class__.__name__}: {e}); this session will not be saved.")
+            self.store, message = (
+                Store(":memory:"),
+                (
+                    f"could not open the conversation history {path} "
+                    f"({e.__class__.__name__}: {e}); this session will not be saved."
+                ),
+            )
         self.store_message = message
         if message:
             self.notify(message, severity="warning", title="history", timeout=15)
@@ -422,8 +449,10 @@ class ChatrnnApp(App):
             if event.kind == CHAT:
                 self.notify(missing_message(CHAT), severity="warning", title="model")
         else:
-            pane.set_no_model(f"{event.error}\n\nPick another model with ctrl+o, or train one with "
-                              f"`chatrnn train {'chat' if event.kind == CHAT else 'charlm'}`.")
+            pane.set_no_model(
+                f"{event.error}\n\nPick another model with ctrl+o, or train one with "
+                f"`chatrnn train {'chat' if event.kind == CHAT else 'charlm'}`."
+            )
             self.notify(event.error or "could not load the model", severity="error", title="model", timeout=10)
 
     def action_pick_model(self) -> None:
@@ -548,8 +577,10 @@ class ChatrnnApp(App):
                 return
             slug = re.sub(r"[^\w-]+", "-", title.lower(), flags=re.ASCII).strip("-")[:40] or "conversation"
             default = str(Path.cwd() / f"chatrnn-{cid}-{slug}.md")
-            self.push_screen(PromptScreen("Export to Markdown file", default),
-                             lambda value: value and self.export_conversation(cid, value))
+            self.push_screen(
+                PromptScreen("Export to Markdown file", default),
+                lambda value: value and self.export_conversation(cid, value),
+            )
             return
         try:
             written = self.store.export_to_file(cid, path)
@@ -571,8 +602,9 @@ class ChatrnnApp(App):
         try:
             with self._gen_lock:
                 if self.gen_conversation_id is None:
-                    conv = self.store.create_conversation(mode="generate", checkpoint=_folder(job.model),
-                                                          settings={"generate": to_dict(job.settings)})
+                    conv = self.store.create_conversation(
+                        mode="generate", checkpoint=_folder(job.model), settings={"generate": to_dict(job.settings)}
+                    )
                     self.gen_conversation_id = conv.id
                 cid = self.gen_conversation_id
             self.store.add_message(cid, "user", job.seed)
@@ -594,20 +626,32 @@ class ChatrnnApp(App):
         yield SystemCommand("Chat tab", "Talk to the seq2seq model (F2)", lambda: self.action_tab("chat"))
         yield SystemCommand("Generate tab", "Sample from the char LM (F3)", lambda: self.action_tab("generate"))
         yield SystemCommand("New conversation", "Start afresh (ctrl+n)", self.action_new_conversation)
-        yield SystemCommand("Conversations", "Open, rename, delete, export stored conversations (ctrl+l)",
-                            self.action_conversations)
+        yield SystemCommand(
+            "Conversations", "Open, rename, delete, export stored conversations (ctrl+l)", self.action_conversations
+        )
         yield SystemCommand("Export conversation", "Save this conversation as Markdown (ctrl+s)", self.action_export)
-        yield SystemCommand("Pick a model", "Every checkpoint found, with size and best val loss (ctrl+o)",
-                            self.action_pick_model)
-        yield SystemCommand("Toggle attention view", "Heatmap of the last reply's attention (ctrl+t in Chat)",
-                            lambda: (self.action_tab("chat"), self.chat.action_toggle_attention()))
-        yield SystemCommand("Toggle candidates view", "Top candidates per generated character (ctrl+t in Generate)",
-                            lambda: (self.action_tab("generate"), self.gen.action_toggle_candidates()))
-        yield SystemCommand("Stop", "Stop the reply or generation in progress (Esc)",
-                            lambda: (self.chat.action_stop(), self.gen.action_stop()))
+        yield SystemCommand(
+            "Pick a model", "Every checkpoint found, with size and best val loss (ctrl+o)", self.action_pick_model
+        )
+        yield SystemCommand(
+            "Toggle attention view",
+            "Heatmap of the last reply's attention (ctrl+t in Chat)",
+            lambda: (self.action_tab("chat"), self.chat.action_toggle_attention()),
+        )
+        yield SystemCommand(
+            "Toggle candidates view",
+            "Top candidates per generated character (ctrl+t in Generate)",
+            lambda: (self.action_tab("generate"), self.gen.action_toggle_candidates()),
+        )
+        yield SystemCommand(
+            "Stop",
+            "Stop the reply or generation in progress (Esc)",
+            lambda: (self.chat.action_stop(), self.gen.action_stop()),
+        )
         yield SystemCommand("Regenerate", "Generate again from the same seed (ctrl+r)", self.gen.action_regenerate)
-        yield SystemCommand("Chat settings", "Show the decoding settings of this conversation",
-                            lambda: self.chat.command("/settings"))
+        yield SystemCommand(
+            "Chat settings", "Show the decoding settings of this conversation", lambda: self.chat.command("/settings")
+        )
         yield SystemCommand("Help", "Keys, commands and what the views show (F1)", self.action_help)
 
 

@@ -52,9 +52,18 @@ SLASH_HELP = """\
 /model NAME           load another chat checkpoint    /models    the model picker (ctrl+o)
 //text                send a message starting with /"""
 
-ALIASES = {"maxlen": "max_len", "max": "max_len", "minlen": "min_len", "context": "context_turns",
-           "ctx": "context_turns", "seed": "rng_seed", "lp": "length_penalty", "penalty": "length_penalty",
-           "beams": "beam", "temperature": "temperature"}
+ALIASES = {
+    "maxlen": "max_len",
+    "max": "max_len",
+    "minlen": "min_len",
+    "context": "context_turns",
+    "ctx": "context_turns",
+    "seed": "rng_seed",
+    "lp": "length_penalty",
+    "penalty": "length_penalty",
+    "beams": "beam",
+    "temperature": "temperature",
+}
 
 
 @dataclass
@@ -169,8 +178,11 @@ class ChatPane(Vertical):
     def new_conversation(self) -> None:
         self.clear()
         self.settings = replace(self.default_settings)
-        self._empty("New conversation. Say something." if self.model else
-                    (train_hint("chat") if not self.model_loading else "Loading the chat model…"))
+        self._empty(
+            "New conversation. Say something."
+            if self.model
+            else (train_hint("chat") if not self.model_loading else "Loading the chat model…")
+        )
         self._status("")
 
     def load_conversation(self, conversation, messages) -> None:
@@ -218,16 +230,25 @@ class ChatPane(Vertical):
 
     def send(self, text: str) -> bool:
         if self.model is None:
-            self.app.notify("the chat model is still loading…" if self.model_loading else missing_message("chat"),
-                            severity="warning", title="chat")
+            self.app.notify(
+                "the chat model is still loading…" if self.model_loading else missing_message("chat"),
+                severity="warning",
+                title="chat",
+            )
             return False
         if self.job is not None and not self.job.done:
             self.app.notify("a reply is still streaming; Esc stops it", severity="warning", title="chat")
             return False
         history = model_history(self.turns)
         bot = MessageView("bot", pending=True)
-        job = ReplyJob(message=text, history=history, settings=replace(self.settings), model=self.model,
-                       view=bot, conversation_id=self.conversation_id)
+        job = ReplyJob(
+            message=text,
+            history=history,
+            settings=replace(self.settings),
+            model=self.model,
+            view=bot,
+            conversation_id=self.conversation_id,
+        )
         job.pipe = Pipe(lambda: self.post_message(self.Drain(job)))
         self.job = job
         # The model starts before the UI does its own work (mounting, layout), on a plain thread
@@ -255,15 +276,15 @@ class ChatPane(Vertical):
         if job.conversation_id is not None or self.store is None:
             return
         try:
-            conv = self.store.create_conversation(mode="chat", checkpoint=_folder(job.model),
-                                                  settings={"reply": to_dict(job.settings)})
+            conv = self.store.create_conversation(
+                mode="chat", checkpoint=_folder(job.model), settings={"reply": to_dict(job.settings)}
+            )
         except ChatrnnError as e:
             self.post_message(Notice(str(e), "error", "history"))
             return
         job.conversation_id = conv.id
         if self.job is job and self.conversation_id is None:  # not if the user moved on meanwhile
             self.conversation_id = conv.id
-
 
     def _reply(self, job: ReplyJob) -> None:
         """The worker thread: stream the reply, then save the turn (the store is thread-safe).
@@ -300,8 +321,12 @@ class ChatPane(Vertical):
             if not user_saved:
                 self._save_user(job)
             cancelled = job.cancel.is_set() and job.error is None
-            meta = {"settings": to_dict(job.settings), "pieces": pieces, "prompt_pieces": job.prompt_pieces,
-                    "attention": rows}
+            meta = {
+                "settings": to_dict(job.settings),
+                "pieces": pieces,
+                "prompt_pieces": job.prompt_pieces,
+                "attention": rows,
+            }
             if cancelled:
                 meta["cancelled"] = True
             if job.error:
@@ -376,7 +401,7 @@ class ChatPane(Vertical):
         if job is self.job:
             self.turns.append(("bot", job.text.strip()))
             took = time.perf_counter() - job.started
-            self._status(("stopped" if cancelled else "failed" if job.error else f"replied in {took:.2f}s"))
+            self._status("stopped" if cancelled else "failed" if job.error else f"replied in {took:.2f}s")
         self._scroll_end()
         self.post_message(self.Replied(job))
 
@@ -454,7 +479,9 @@ class ChatPane(Vertical):
                 arg = arg.strip()
             key = ALIASES.get(name, name)
             if not arg:
-                raise ChatrnnError(f"usage: /{name} VALUE (now {getattr(self.settings, _field(key), '?')}); /help lists the commands")
+                raise ChatrnnError(
+                    f"usage: /{name} VALUE (now {getattr(self.settings, _field(key), '?')}); /help lists the commands"
+                )
             self.set_settings(set_value(self.settings, key, arg))
             field_name = _field(key)
             app.notify(f"{field_name} = {getattr(self.settings, field_name)}", title="setting")
@@ -481,13 +508,23 @@ class ChatPane(Vertical):
                 decode += f" · top-p {s.top_p:g}"
         ctx = s.context_turns if s.context_turns is not None else getattr(self.model, "context_turns", "-")
         self.query_one("#chat-status", Static).update(  # one line, fixed size: no layout pass
-            f"{self.model_name or 'no model'}  ·  {decode}  ·  max {s.max_len}  ·  context {ctx}  ·  {getattr(self, '_state', '')}",
-            layout=False)
+            f"{self.model_name or 'no model'}  ·  {decode}  ·  max "
+            f"{s.max_len}  ·  context {ctx}  ·  {getattr(self, '_state', '')}",
+            layout=False,
+        )
 
 
 def _field(key: str) -> str:
-    aliases = {"temp": "temperature", "t": "temperature", "k": "top_k", "p": "top_p", "topk": "top_k",
-               "topp": "top_p", "len": "max_len", "ngram": "no_repeat_ngram"}
+    aliases = {
+        "temp": "temperature",
+        "t": "temperature",
+        "k": "top_k",
+        "p": "top_p",
+        "topk": "top_k",
+        "topp": "top_p",
+        "len": "max_len",
+        "ngram": "no_repeat_ngram",
+    }
     key = key.lower().replace("-", "_")
     return aliases.get(key, key)
 

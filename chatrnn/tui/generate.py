@@ -31,8 +31,12 @@ FPS = 30
 #: priming on a 100 KB paste one character at a time would take seconds.
 SEED_CONTEXT = 2000
 #: Fields of the settings row: (input id, setting name, label, width).
-FIELDS = (("gen-temp", "temperature", "temp", 7), ("gen-length", "length", "length", 8),
-          ("gen-top-k", "top_k", "top-k", 6), ("gen-top-p", "top_p", "top-p", 6))
+FIELDS = (
+    ("gen-temp", "temperature", "temp", 7),
+    ("gen-length", "length", "length", 8),
+    ("gen-top-k", "top_k", "top-k", 6),
+    ("gen-top-p", "top_p", "top-p", 6),
+)
 
 
 @dataclass
@@ -189,8 +193,11 @@ class GeneratePane(Vertical):
 
     def start(self, seed: str) -> bool:
         if self.model is None:
-            self.app.notify("the char model is still loading…" if self.model_loading else missing_message("charlm"),
-                            severity="warning", title="generate")
+            self.app.notify(
+                "the char model is still loading…" if self.model_loading else missing_message("charlm"),
+                severity="warning",
+                title="generate",
+            )
             return False
         if self.running:
             self.job.cancel.set()
@@ -201,8 +208,10 @@ class GeneratePane(Vertical):
         out = self.query_one(StreamView)
         out.clear_text()
         out.append(seed, style="bold")
-        header = (f"top {CANDIDATES} candidates per step · temperature {job.settings.temperature:.2f}, "
-                  f"top-k {job.settings.top_k or 'all'}, top-p {job.settings.top_p:.2f}")
+        header = (
+            f"top {CANDIDATES} candidates per step · temperature {job.settings.temperature:.2f}, "
+            f"top-k {job.settings.top_k or 'all'}, top-p {job.settings.top_p:.2f}"
+        )
         self.query_one(CandidatesView).clear_steps(header)
         out.focus()
         self._status("generating…  (Esc stops)")
@@ -219,8 +228,16 @@ class GeneratePane(Vertical):
             if unknown:
                 shown = ", ".join(repr(c) for c in sorted(set(unknown))[:10])
                 self.post_message(Notice(f"skipping seed characters this model never saw: {shown}", "warning", "seed"))
-            for tok in job.model.stream(seed, length=s.length, temperature=s.temperature, top_k=s.top_k,
-                                        top_p=s.top_p, rng_seed=s.rng_seed, candidates=CANDIDATES, cancel=job.cancel):
+            for tok in job.model.stream(
+                seed,
+                length=s.length,
+                temperature=s.temperature,
+                top_k=s.top_k,
+                top_p=s.top_p,
+                rng_seed=s.rng_seed,
+                candidates=CANDIDATES,
+                cancel=job.cancel,
+            ):
                 job.pipe.put(tok)
                 produced.append(tok.text)
                 if job.cancel.is_set():
@@ -281,7 +298,9 @@ class GeneratePane(Vertical):
             elif job.cancel.is_set():
                 self._status(f"stopped after {job.count:,} chars  ·  ctrl+r regenerates")
             else:
-                self._status(f"done: {job.count:,} chars in {elapsed:.1f}s ({job.count / elapsed:,.0f}/s)  ·  ctrl+r regenerates")
+                self._status(
+                    f"done: {job.count:,} chars in {elapsed:.1f}s ({job.count / elapsed:,.0f}/s)  ·  ctrl+r regenerates"
+                )
         self.post_message(self.Finished(job))
 
     def action_stop(self) -> None:
@@ -315,7 +334,9 @@ class GeneratePane(Vertical):
         model = self.model_name or "no model"
         self.query_one("#gen-status", Static).update(  # one line, fixed size: no layout pass
             f"{model}  ·  length {s.length}  ·  top-k {s.top_k or 'all'}  ·  top-p {s.top_p:.2f}  ·  "
-            f"{getattr(self, '_state', '')}", layout=False)
+            f"{getattr(self, '_state', '')}",
+            layout=False,
+        )
 
 
 class SettingsChanged(Message):

@@ -45,12 +45,16 @@ def train_hint(kind: str | None = None) -> str:
     """The exact commands that produce a model the TUI can use."""
     root = checkpoints_root()
     if kind in TRAIN_COMMAND:
-        return (f"No {KIND_LABEL[kind]} model found under {root}/. Train one with:\n\n"
-                f"    {TRAIN_COMMAND[kind]}\n\n"
-                "(or `chatrnn train` for both models, about 5 minutes on a CPU), then press ctrl+o "
-                "to pick it, or restart `chatrnn chat`.")
-    return (f"No checkpoints found under {root}/. Train both models with:\n\n"
-            "    chatrnn train\n\n(about 5 minutes on a CPU), then run `chatrnn chat` again.")
+        return (
+            f"No {KIND_LABEL[kind]} model found under {root}/. Train one with:\n\n"
+            f"    {TRAIN_COMMAND[kind]}\n\n"
+            "(or `chatrnn train` for both models, about 5 minutes on a CPU), then press ctrl+o "
+            "to pick it, or restart `chatrnn chat`."
+        )
+    return (
+        f"No checkpoints found under {root}/. Train both models with:\n\n"
+        "    chatrnn train\n\n(about 5 minutes on a CPU), then run `chatrnn chat` again."
+    )
 
 
 def missing_message(kind: str) -> str:
@@ -190,8 +194,11 @@ def discover(root: Path | None = None, extra: list[str | Path] | tuple = ()) -> 
                     folders.append(child)
                 elif child.is_dir():
                     try:
-                        folders.extend(g for g in sorted(child.iterdir())
-                                       if not g.name.startswith(".") and (g / "config.json").is_file())
+                        folders.extend(
+                            g
+                            for g in sorted(child.iterdir())
+                            if not g.name.startswith(".") and (g / "config.json").is_file()
+                        )
                     except OSError:
                         pass
         except OSError:
@@ -242,8 +249,9 @@ class ChatModel(Protocol):
 
     def prompt_pieces(self, message: str, history: Any = None, settings: Any = None) -> list[str]: ...
 
-    def stream(self, message: str, history: Any = None, settings: Any = None,
-               cancel: threading.Event | None = None): ...
+    def stream(
+        self, message: str, history: Any = None, settings: Any = None, cancel: threading.Event | None = None
+    ): ...
 
 
 class CharModel(Protocol):
@@ -254,9 +262,17 @@ class CharModel(Protocol):
 
     def prepare_seed(self, seed: str) -> tuple[list[int], list[str]]: ...
 
-    def stream(self, seed: str = "", length: int = 500, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, rng_seed: int | None = None, candidates: int = 0,
-               cancel: threading.Event | None = None): ...
+    def stream(
+        self,
+        seed: str = "",
+        length: int = 500,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        rng_seed: int | None = None,
+        candidates: int = 0,
+        cancel: threading.Event | None = None,
+    ): ...
 
 
 class ModelLoader:

@@ -409,8 +409,7 @@ class Store:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise ChatrnnError(
-                    f"cannot create the folder for the conversation history {self.path}: "
-                    f"{error.strerror or error}"
+                    f"cannot create the folder for the conversation history {self.path}: {error.strerror or error}"
                 ) from None
         try:
             self._conn = sqlite3.connect(
@@ -444,8 +443,7 @@ class Store:
             return cls(path, busy_timeout=busy_timeout), None
         except StoreLockedError as error:
             return cls(_MEMORY), (
-                f"{error.path} is locked by another chatrnn (or another program); "
-                "this session will not be saved."
+                f"{error.path} is locked by another chatrnn (or another program); this session will not be saved."
             )
         except (StoreCorruptError, StoreTooNewError) as error:
             problem = str(error)
@@ -687,9 +685,7 @@ class Store:
 
     # ---- messages ----------------------------------------------------------------------------
 
-    def add_message(
-        self, cid: int, role: str, text: str, meta: dict[str, Any] | None = None
-    ) -> Message:
+    def add_message(self, cid: int, role: str, text: str, meta: dict[str, Any] | None = None) -> Message:
         """Append a message and bump the conversation's ``updated`` in the same transaction.
 
         A user message also names a conversation still titled :data:`DEFAULT_TITLE` (its first
@@ -703,16 +699,13 @@ class Store:
             row = self._row(conn, _check_id(cid))
             now = self._now(conn)
             cursor = conn.execute(
-                "INSERT INTO messages (conversation_id, role, text, created, meta) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO messages (conversation_id, role, text, created, meta) VALUES (?, ?, ?, ?, ?)",
                 (cid, role, text, now, meta_json),
             )
             title = row["title"]
             if role == "user" and title == DEFAULT_TITLE:
                 title = _auto_title(text) or title
-            conn.execute(
-                "UPDATE conversations SET updated = ?, title = ? WHERE id = ?", (now, title, cid)
-            )
+            conn.execute("UPDATE conversations SET updated = ?, title = ? WHERE id = ?", (now, title, cid))
             stored = conn.execute("SELECT * FROM messages WHERE id = ?", (cursor.lastrowid,))
             return _message(stored.fetchone())
 
@@ -720,9 +713,7 @@ class Store:
         """The conversation's messages in the order they were added."""
         with self._read("read the messages") as conn:
             self._row(conn, _check_id(cid))
-            rows = conn.execute(
-                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (cid,)
-            )
+            rows = conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (cid,))
             return [_message(row) for row in rows]
 
     # ---- export ------------------------------------------------------------------------------
@@ -735,22 +726,17 @@ class Store:
         """
         with self._read("export the conversation") as conn:
             conversation = _conversation(self._row(conn, _check_id(cid)))
-            rows = conn.execute(
-                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (cid,)
-            ).fetchall()
+            rows = conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (cid,)).fetchall()
         messages = [_message(row) for row in rows]
         title = escape_markdown(_one_line(conversation.title) or DEFAULT_TITLE)
         model = _one_line(conversation.checkpoint or "") or "none"
         if conversation.settings:
             settings = ", ".join(
-                f"{key}={json.dumps(value, ensure_ascii=False)}"
-                for key, value in conversation.settings.items()
+                f"{key}={json.dumps(value, ensure_ascii=False)}" for key, value in conversation.settings.items()
             )
         else:
             settings = "defaults"
-        info = escape_markdown(
-            _one_line(f"model: {model}, mode: {conversation.mode}, settings: {settings}")
-        )
+        info = escape_markdown(_one_line(f"model: {model}, mode: {conversation.mode}, settings: {settings}"))
         parts = [f"# {title}", f"_{info}_"]
         for message in messages:
             speaker = "You" if message.role == "user" else "Bot"
@@ -772,9 +758,7 @@ class Store:
         if target.is_dir():
             raise ChatrnnError(f"cannot export to {target}: it is a folder")
         if not target.parent.is_dir():
-            raise ChatrnnError(
-                f"cannot export to {target}: the folder {target.parent} does not exist"
-            )
+            raise ChatrnnError(f"cannot export to {target}: the folder {target.parent} does not exist")
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
             # os.open with 0o666 lets the umask decide permissions, as for any new file.

@@ -98,8 +98,16 @@ class JobMessage(Message):
 # ---------------------------------------------------------------------------------------------
 # colours
 
-_PALETTE = [(13, 8, 135), (84, 2, 163), (139, 10, 165), (185, 50, 137), (219, 92, 104),
-            (244, 136, 73), (254, 188, 43), (240, 249, 33)]  # plasma, dark to bright
+_PALETTE = [
+    (13, 8, 135),
+    (84, 2, 163),
+    (139, 10, 165),
+    (185, 50, 137),
+    (219, 92, 104),
+    (244, 136, 73),
+    (254, 188, 43),
+    (240, 249, 33),
+]  # plasma, dark to bright
 
 
 def heat_colour(v: float) -> tuple[int, int, int]:
@@ -116,8 +124,9 @@ def _rgb(c: tuple[int, int, int]) -> str:
     return f"rgb({c[0]},{c[1]},{c[2]})"
 
 
-def heatmap_text(rows: list[str], cols: list[str], weights: list[list[float]], max_cell: int = 8,
-                 label: int = 10) -> Text:
+def heatmap_text(
+    rows: list[str], cols: list[str], weights: list[list[float]], max_cell: int = 8, label: int = 10
+) -> Text:
     """The attention heatmap: one line per reply piece, one coloured cell per prompt piece (each
     column as wide as its piece, 2 to ``max_cell`` cells).
 
@@ -181,8 +190,15 @@ class MessageView(Static, can_focus=True):
 
     BINDINGS = [Binding("a", "toggle_attention", "Attention", show=True)]
 
-    def __init__(self, role: str, text: str = "", *, pending: bool = False, meta: dict | None = None,
-                 message_id: int | None = None) -> None:
+    def __init__(
+        self,
+        role: str,
+        text: str = "",
+        *,
+        pending: bool = False,
+        meta: dict | None = None,
+        message_id: int | None = None,
+    ) -> None:
         self.role = role
         self.text = text
         self.message_id = message_id
@@ -205,7 +221,9 @@ class MessageView(Static, can_focus=True):
     def _render_body(self) -> Text:
         shown = clean_text(self.text.strip() if self.role == "bot" else self.text)
         t = Text()
-        t.append("You\n" if self.role == "user" else "Bot\n", style="bold " + ("cyan" if self.role == "user" else "green"))
+        t.append(
+            "You\n" if self.role == "user" else "Bot\n", style="bold " + ("cyan" if self.role == "user" else "green")
+        )
         if self.pending and not self.text:
             t.append("…", style="dim italic")
         else:
@@ -224,9 +242,16 @@ class MessageView(Static, can_focus=True):
         self.attention.extend(rows)
         self.refresh_body()
 
-    def finish(self, *, text: str | None = None, cancelled: bool = False, note: str = "",
-               pieces: list[str] | None = None, attention: list[list[float]] | None = None,
-               prompt_pieces: list[str] | None = None) -> None:
+    def finish(
+        self,
+        *,
+        text: str | None = None,
+        cancelled: bool = False,
+        note: str = "",
+        pieces: list[str] | None = None,
+        attention: list[list[float]] | None = None,
+        prompt_pieces: list[str] | None = None,
+    ) -> None:
         self.pending = False
         self.cancelled = cancelled
         self.note = note
@@ -288,8 +313,9 @@ def transcript_text(turns: list[tuple[str, str]], hidden: int = 0) -> Text:
     """Older turns, folded into one block of text above the live messages."""
     out = Text()
     if hidden:
-        out.append(f"… {hidden:,} earlier messages not shown (ctrl+s exports the whole conversation)\n\n",
-                   style="italic")
+        out.append(
+            f"… {hidden:,} earlier messages not shown (ctrl+s exports the whole conversation)\n\n", style="italic"
+        )
     for i, (role, text) in enumerate(turns):
         out.append("You: " if role == "user" else "Bot: ", style="bold " + ("cyan" if role == "user" else "green"))
         out.append(clean_text(text, 1000))
@@ -322,7 +348,9 @@ def temperature_text(t: float, width: int = 16) -> Text:
             out.append("░", style="dim")
     out.append("▏")
     out.append("+" if t > TEMP_BAR_MAX else " ")
-    out.append("greedy" if t == 0 else ("sharper" if t < 1 else ("as trained" if t == 1 else "flatter")), style="dim italic")
+    out.append(
+        "greedy" if t == 0 else ("sharper" if t < 1 else ("as trained" if t == 1 else "flatter")), style="dim italic"
+    )
     return out
 
 

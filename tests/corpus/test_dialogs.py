@@ -42,7 +42,7 @@ def balanced(r: ReadReport) -> bool:
 
 
 def test_csv_q_a_label_header(tmp_path: Path) -> None:
-    f = write(tmp_path / "chat.csv", "Q,A,label\n안녕,반가워요 😀,0\n\"a, b\",\"multi\nline\",1\n")
+    f = write(tmp_path / "chat.csv", 'Q,A,label\n안녕,반가워요 😀,0\n"a, b","multi\nline",1\n')
     assert read_conversations(f) == [["안녕", "반가워요 😀"], ["a, b", "multi\nline"]]
 
 
@@ -104,7 +104,15 @@ def test_jsonl_pairs_messages_and_bad_lines(tmp_path: Path) -> None:
         json.dumps({"prompt": "hi", "response": "hello"}),
         json.dumps({"Question": "2+2?", "Answer": 4}),
         "{not json",
-        json.dumps({"messages": [{"role": "system", "content": "be nice"}, {"role": "user", "content": "안녕"}, {"role": "assistant", "content": [{"type": "text", "text": "반가워"}]}]}),
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": "be nice"},
+                    {"role": "user", "content": "안녕"},
+                    {"role": "assistant", "content": [{"type": "text", "text": "반가워"}]},
+                ]
+            }
+        ),
         "",
         json.dumps({"foo": 1}),
         json.dumps({"input": "in", "output": "out"}),
@@ -121,7 +129,9 @@ def test_json_array_and_custom_keys(tmp_path: Path) -> None:
     f = write(tmp_path / "d.json", json.dumps([{"ask": "a", "say": "b"}, {"ask": "c", "say": "d"}], indent=2))
     assert detect_format(f) == "jsonl"
     assert read_conversations(f, columns=("ask", "say")) == [["a", "b"], ["c", "d"]]
-    with pytest.raises(ChatrnnError, match=r"no conversations.*2 malformed, first: .*d\.json: item 1: no question/answer"):
+    with pytest.raises(
+        ChatrnnError, match=r"no conversations.*2 malformed, first: .*d\.json: item 1: no question/answer"
+    ):
         read_conversations(f)
 
 
@@ -320,9 +330,21 @@ def test_make_pairs_context() -> None:
 
 
 def test_load_pairs_dedup_empty_too_long(tmp_path: Path) -> None:
-    f = write(tmp_path / "d.jsonl", "\n".join(json.dumps({"prompt": p, "response": r}) for p, r in [
-        ("hi", "hello"), ("hi ", " hello"), ("ｈｉ", "hello"), ("hi", "   "), ("long " * 20, "x"), ("a", "b"),
-    ]) + "\n")
+    f = write(
+        tmp_path / "d.jsonl",
+        "\n".join(
+            json.dumps({"prompt": p, "response": r})
+            for p, r in [
+                ("hi", "hello"),
+                ("hi ", " hello"),
+                ("ｈｉ", "hello"),
+                ("hi", "   "),
+                ("long " * 20, "x"),
+                ("a", "b"),
+            ]
+        )
+        + "\n",
+    )
     pairs, report = load_pairs([f], max_chars=50)
     assert pairs == [Pair([], "hi", "hello"), Pair([], "a", "b")]
     assert load_pairs(f, max_chars=50)[0] == pairs  # a lone path is accepted too

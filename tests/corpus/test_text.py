@@ -46,7 +46,9 @@ def test_multibyte_characters_split_across_chunks_decode_intact(tmp_path, monkey
     assert "".join(iter_text(TextSource("ko", path=p))) == p.read_text("utf-8")
 
 
-@pytest.mark.parametrize("content,match", [(b"", "empty"), (b"\n\n\n", "empty"), (b"PK\x03\x04\x00\x00binary", "binary")])
+@pytest.mark.parametrize(
+    "content,match", [(b"", "empty"), (b"\n\n\n", "empty"), (b"PK\x03\x04\x00\x00binary", "binary")]
+)
 def test_empty_or_binary_corpus_is_a_clear_error(tmp_path, content, match):
     p = tmp_path / "c.txt"
     p.write_bytes(content)

@@ -34,8 +34,9 @@ def test_weight_tying_shares_one_matrix_and_projects_when_widths_differ():
     assert logits.shape == (1, 3, 7)
 
 
-@pytest.mark.parametrize("layers,tie,skip", [(1, False, False), (3, False, False), (2, True, False),
-                                             (3, False, True), (2, True, True)])
+@pytest.mark.parametrize(
+    "layers,tie,skip", [(1, False, False), (3, False, False), (2, True, False), (3, False, True), (2, True, True)]
+)
 def test_lean_stepper_gives_the_same_logits_as_forward(layers, tie, skip):
     torch.manual_seed(1)
     m = CharLM(CharLMConfig(vocab_size=13, layers=layers, hidden=24, embed=8, tie_weights=tie, skip=skip)).eval()

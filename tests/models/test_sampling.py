@@ -1,14 +1,17 @@
 import math
 
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chatrnn.models.sampling import draw, next_token_probs, sample, top_candidates
 
 logit_lists = st.lists(st.floats(min_value=-20, max_value=20, allow_nan=False), min_size=1, max_size=40)
 
 
-@given(logit_lists, st.floats(min_value=0.05, max_value=5), st.integers(0, 50), st.floats(min_value=0.01, max_value=1.0))
+@given(
+    logit_lists, st.floats(min_value=0.05, max_value=5), st.integers(0, 50), st.floats(min_value=0.01, max_value=1.0)
+)
 @settings(max_examples=200, deadline=None)
 def test_filtered_distribution_is_valid(logits, temperature, top_k, top_p):
     lg = torch.tensor(logits)

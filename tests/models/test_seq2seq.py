@@ -12,8 +12,16 @@ V = 50
 
 def make(attention="general", layers=2, tie=True, feed=True, seed=0) -> Seq2Seq:
     torch.manual_seed(seed)
-    cfg = Seq2SeqConfig(vocab_size=V, embed=12, hidden=16, layers=layers, attention=attention, dropout=0.0,
-                        tie_weights=tie, input_feeding=feed)
+    cfg = Seq2SeqConfig(
+        vocab_size=V,
+        embed=12,
+        hidden=16,
+        layers=layers,
+        attention=attention,
+        dropout=0.0,
+        tie_weights=tie,
+        input_feeding=feed,
+    )
     return Seq2Seq(cfg).eval()
 
 

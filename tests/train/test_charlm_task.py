@@ -31,13 +31,20 @@ def _reference_loss(model: CharLM, data: np.ndarray) -> float:
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(3, 700), rows=st.integers(1, 40), world=st.integers(1, 4), seq_len=st.integers(1, 64),
-       burn_in=st.integers(0, 300))
+@given(
+    n=st.integers(3, 700),
+    rows=st.integers(1, 40),
+    world=st.integers(1, 4),
+    seq_len=st.integers(1, 64),
+    burn_in=st.integers(0, 300),
+)
 def test_every_character_is_scored_once_whatever_the_split(n, rows, world, seq_len, burn_in):
     data = np.random.default_rng(n).integers(0, 7, n).astype(np.uint8)
     model = _memoryless_model(7)
-    parts = [evaluate_stream(model, data, CPU, rows=rows, seq_len=seq_len, rank=r, world=world, burn_in=burn_in)
-             for r in range(world)]
+    parts = [
+        evaluate_stream(model, data, CPU, rows=rows, seq_len=seq_len, rank=r, world=world, burn_in=burn_in)
+        for r in range(world)
+    ]
     assert sum(p["chars"] for p in parts) == n - 1
     mean = sum(p["loss"] * p["chars"] for p in parts) / (n - 1)
     assert mean == pytest.approx(_reference_loss(model, data), rel=1e-5)

@@ -16,8 +16,10 @@ from chatrnn.train.chat import ChatOptions, build_chat, train_chat
 from chatrnn.train.chat_task import BucketedOrder
 from chatrnn.train.trainer import TrainConfig
 
-ROWS = [(f"question number {i} about {w}", f"answer {i}: {w} is nice") for i, w in
-        enumerate("tea coffee rain sun cats dogs music books trains boats snow wind".split())] * 2
+ROWS = [
+    (f"question number {i} about {w}", f"answer {i}: {w} is nice")
+    for i, w in enumerate("tea coffee rain sun cats dogs music books trains boats snow wind".split())
+] * 2
 
 
 @pytest.fixture(autouse=True)
@@ -83,8 +85,20 @@ def test_tokenizer_sees_training_split_only(tmp_path):
 
 def test_context_turns_feed_earlier_turns(tmp_path):
     conv = tmp_path / "c.jsonl"
-    conv.write_text("\n".join(json.dumps({"messages": [{"role": r, "content": f"turn {i} of dialog {d}"} for i, r in
-                                                       enumerate(["user", "assistant"] * 3)]}) for d in range(8)) + "\n")
+    conv.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": r, "content": f"turn {i} of dialog {d}"}
+                        for i, r in enumerate(["user", "assistant"] * 3)
+                    ]
+                }
+            )
+            for d in range(8)
+        )
+        + "\n"
+    )
     task, _ = build_chat(opts_for(tmp_path, conv, context_turns=2, max_len=24), torch.device("cpu"))
     sep = SubwordTokenizer.SEP
     assert any(ex.src.count(sep) == 2 for ex in task.data.train)
@@ -131,9 +145,17 @@ def test_resume_is_exact(tmp_path):
     corpus = write_csv(tmp_path / "c.csv", ROWS)
 
     def run(out, stop=None, resume=False):
-        o = ChatOptions(out=out, corpus=[str(corpus)], preset="tiny", device="cpu", resume=resume,
-                        model={"dropout": 0.2}, teacher_forcing=0.5, batch_size=4,
-                        train=TrainConfig(max_steps=10, evals=2, warmup_steps=3, seed=7))
+        o = ChatOptions(
+            out=out,
+            corpus=[str(corpus)],
+            preset="tiny",
+            device="cpu",
+            resume=resume,
+            model={"dropout": 0.2},
+            teacher_forcing=0.5,
+            batch_size=4,
+            train=TrainConfig(max_steps=10, evals=2, warmup_steps=3, seed=7),
+        )
         return train_chat(o, stop_check=stop)
 
     run(tmp_path / "straight")
@@ -172,9 +194,17 @@ def test_cpu_shards_match_one_thread(tmp_path):
     corpus = write_csv(tmp_path / "c.csv", ROWS)
 
     def run(name, threads, dropout):
-        o = ChatOptions(out=tmp_path / name, corpus=[str(corpus)], preset="tiny", device="cpu", model={"dropout": dropout},
-                        teacher_forcing=0.5, batch_size=6, label_smoothing=0.1,
-                        train=TrainConfig(max_steps=6, evals=1, warmup_steps=2, seed=3, threads=threads))
+        o = ChatOptions(
+            out=tmp_path / name,
+            corpus=[str(corpus)],
+            preset="tiny",
+            device="cpu",
+            model={"dropout": dropout},
+            teacher_forcing=0.5,
+            batch_size=6,
+            label_smoothing=0.1,
+            train=TrainConfig(max_steps=6, evals=1, warmup_steps=2, seed=3, threads=threads),
+        )
         train_chat(o)
         return ckpt.load_weights(tmp_path / name, ckpt.LAST_WEIGHTS)
 

@@ -22,8 +22,12 @@ def test_shard_bounds_cover_the_batch(size, n):
 @pytest.mark.parametrize("dropout", [0.0, 0.3])
 def test_sharded_gradients_equal_whole_batch_gradients(dropout):
     torch.manual_seed(0)
-    data = CharLMData(CharVocab("abcdefgh"), np.random.RandomState(0).randint(0, 8, 4000).astype(np.uint8),
-                      np.zeros(10, np.uint8), ["synthetic"])
+    data = CharLMData(
+        CharVocab("abcdefgh"),
+        np.random.RandomState(0).randint(0, 8, 4000).astype(np.uint8),
+        np.zeros(10, np.uint8),
+        ["synthetic"],
+    )
     model = CharLM(CharLMConfig(vocab_size=8, layers=2, hidden=16, embed=8, dropout=dropout))
     whole = CharLMTask(model, data, 6, 12, torch.device("cpu"))
     sharded = CharLMTask(model, data, 6, 12, torch.device("cpu"))
@@ -33,8 +37,10 @@ def test_sharded_gradients_equal_whole_batch_gradients(dropout):
             b1, b2 = whole.next_batch(), sharded.next_batch()
             model.zero_grad()
             torch.manual_seed(1)  # the whole batch through the masks the shards will draw
-            parts = [model.dropout_masks(hi - lo, 12, generator=g)
-                     for (lo, hi), g in zip(shard_bounds(6, 3), shard_generators(3))]
+            parts = [
+                model.dropout_masks(hi - lo, 12, generator=g)
+                for (lo, hi), g in zip(shard_bounds(6, 3), shard_generators(3))
+            ]
             masks = None if dropout == 0 else [torch.cat(m) for m in zip(*parts)]
             logits, state = model(b1.x, None if b1.reset else whole.state, masks=masks)
             whole.state = detach_state(state)
@@ -53,8 +59,15 @@ def test_sharded_gradients_equal_whole_batch_gradients(dropout):
 
 
 def opts(out, corpus, resume=False, **train):
-    return CharLMOptions(out=out, corpus=[str(corpus)], preset="tiny", model={"layers": 2, "dropout": 0.2},
-                         train=TrainConfig(max_steps=16, evals=2, threads=2, **train), device="cpu", resume=resume)
+    return CharLMOptions(
+        out=out,
+        corpus=[str(corpus)],
+        preset="tiny",
+        model={"layers": 2, "dropout": 0.2},
+        train=TrainConfig(max_steps=16, evals=2, threads=2, **train),
+        device="cpu",
+        resume=resume,
+    )
 
 
 def test_sharded_training_with_dropout_is_repeatable_and_resumes_exactly(tmp_path, sample_text_file):

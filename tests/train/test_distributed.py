@@ -25,7 +25,7 @@ from chatrnn.train import distributed
 VENV_BIN = Path(sys.executable).parent
 TORCHRUN = VENV_BIN / "torchrun"
 
-WORKER = r'''
+WORKER = r"""
 import hashlib, json, sys
 from pathlib import Path
 import torch
@@ -68,13 +68,14 @@ Path(a["record"] + f".{rank}.json").write_text(json.dumps({
     "digests": digests, "syncs": dist.syncs if dist else 0}))
 if dist:
     dist.close()
-'''
+"""
 
 
 def _env(tmp_path: Path) -> dict:
     env = dict(os.environ)
-    env.update(CHATRNN_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", CHATRNN_DIST_TIMEOUT="60",
-               PYTHONUNBUFFERED="1")
+    env.update(
+        CHATRNN_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", CHATRNN_DIST_TIMEOUT="60", PYTHONUNBUFFERED="1"
+    )
     env.pop("WORLD_SIZE", None)
     return env
 
@@ -134,8 +135,15 @@ def weights(folder: Path, name: str = "last.safetensors") -> dict:
 
 
 def _base(tmp_path: Path, corpus: Path, name: str, **kw) -> dict:
-    a = dict(corpus=str(corpus), out=str(tmp_path / name), record=str(tmp_path / f"{name}.rec"),
-             batch=8, seq=16, steps=8, eval_every=4)
+    a = dict(
+        corpus=str(corpus),
+        out=str(tmp_path / name),
+        record=str(tmp_path / f"{name}.rec"),
+        batch=8,
+        seq=16,
+        steps=8,
+        eval_every=4,
+    )
     a.update(kw)
     return a
 
@@ -182,8 +190,18 @@ def test_chat_model_on_two_ranks(tmp_path, dialogs):
     # the buckets are cut differently for 2 x 8 than for 1 x 16, so close rather than equal
     assert r0["last"]["tokens"] == single["last"]["tokens"]  # every validation pair scored once
     assert abs(r0["best"] - single["best"]) < 0.1 * single["best"]
-    b = _base(tmp_path, dialogs, "chat2", kind="chat", batch=16, steps=15, eval_every=None, evals=1, resume=True,
-              record=str(tmp_path / "chat2r.rec"))
+    b = _base(
+        tmp_path,
+        dialogs,
+        "chat2",
+        kind="chat",
+        batch=16,
+        steps=15,
+        eval_every=None,
+        evals=1,
+        resume=True,
+        record=str(tmp_path / "chat2r.rec"),
+    )
     run_worker(tmp_path, 1, b)  # resumes on one process
     assert record(b, 0)["steps"] == 15
 
@@ -216,8 +234,16 @@ def test_a_stop_on_one_rank_stops_both_with_a_resumable_checkpoint(tmp_path, cor
     assert r0["steps"] < 1000  # stopped at the next agreement, not at the step limit
     cfg = json.loads((tmp_path / "stop" / "config.json").read_text())
     assert cfg["training"]["steps"] == r0["steps"] and not cfg["training"]["finished"]
-    b = _base(tmp_path, corpus, "stop", steps=r0["steps"] + 3, eval_every=None, evals=1, resume=True,
-              record=str(tmp_path / "resumed.rec"))
+    b = _base(
+        tmp_path,
+        corpus,
+        "stop",
+        steps=r0["steps"] + 3,
+        eval_every=None,
+        evals=1,
+        resume=True,
+        record=str(tmp_path / "resumed.rec"),
+    )
     run_worker(tmp_path, 2, b)
     assert record(b, 0)["steps"] == r0["steps"] + 3
 
@@ -265,11 +291,36 @@ def _rank_of(pid: int) -> int | None:
 def test_sigint_stops_all_ranks_cleanly(tmp_path, corpus, target):
     """Ctrl-C reaches torchrun, which forwards SIGINT to every worker; a signal may also hit one worker."""
     out = tmp_path / "sig"
-    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "chatrnn", "train", "charlm",
-           "--corpus", str(corpus), "--out", str(out), "--preset", "tiny", "--hidden", "32", "--batch-size", "8",
-           "--seq-len", "16", "--max-time", "90s", "--evals", "1", "--device", "cpu"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path),
-                            cwd=tmp_path)
+    cmd = [
+        str(TORCHRUN),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "chatrnn",
+        "train",
+        "charlm",
+        "--corpus",
+        str(corpus),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "8",
+        "--seq-len",
+        "16",
+        "--max-time",
+        "90s",
+        "--evals",
+        "1",
+        "--device",
+        "cpu",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path), cwd=tmp_path
+    )
     lines: list[str] = []
     started = threading.Event()
 
@@ -397,8 +448,24 @@ def test_dry_run_prints_the_plan(tmp_path, monkeypatch, corpus):
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    r = CliRunner().invoke(cli, ["train", "charlm", "--corpus", str(corpus), "--out", str(tmp_path / "p"),
-                                 "--preset", "tiny", "--device", "cpu", "--max-steps", "100", "--dry-run"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "charlm",
+            "--corpus",
+            str(corpus),
+            "--out",
+            str(tmp_path / "p"),
+            "--preset",
+            "tiny",
+            "--device",
+            "cpu",
+            "--max-steps",
+            "100",
+            "--dry-run",
+        ],
+    )
     assert r.exit_code == 0, r.output
     out = r.output
     assert "2 rank(s)" in out and "parameters" in out and "per step" in out and "memory" in out
@@ -423,8 +490,20 @@ def test_train_both_models_under_torchrun(tmp_path, dialogs):
     """``torchrun ... -m chatrnn train``: one process group for both runs, one checkpoint each."""
     env = _env(tmp_path)
     env["CHATRNN_CHECKPOINTS"] = str(tmp_path / "ck")
-    cmd = [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "chatrnn", "train", "--corpus", str(dialogs),
-           "--max-time", "16s", "--device", "cpu"]
+    cmd = [
+        str(TORCHRUN),
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "chatrnn",
+        "train",
+        "--corpus",
+        str(dialogs),
+        "--max-time",
+        "16s",
+        "--device",
+        "cpu",
+    ]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert p.stdout.count("[2/2] chat model") == 1  # rank 0 alone reports

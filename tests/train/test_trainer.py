@@ -14,8 +14,15 @@ from chatrnn.train.trainer import TrainConfig, lr_at
 def opts(out, corpus, resume=False, **train):
     train.setdefault("max_steps", 20)
     train.setdefault("evals", 4)
-    return CharLMOptions(out=out, corpus=[str(corpus)], preset="tiny", model={"layers": 2, "dropout": 0.2},
-                         train=TrainConfig(**train), device="cpu", resume=resume)
+    return CharLMOptions(
+        out=out,
+        corpus=[str(corpus)],
+        preset="tiny",
+        model={"layers": 2, "dropout": 0.2},
+        train=TrainConfig(**train),
+        device="cpu",
+        resume=resume,
+    )
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -119,13 +126,29 @@ def test_epoch_limit(tmp_path, sample_text_file):
 
 
 def test_bundled_corpus_trains_offline_in_any_language(tmp_path):
-    r = train_charlm(CharLMOptions(out=tmp_path / "ko", corpus=[], lang="korean", preset="tiny",
-                                   train=TrainConfig(max_steps=3, evals=1), device="cpu"))
+    r = train_charlm(
+        CharLMOptions(
+            out=tmp_path / "ko",
+            corpus=[],
+            lang="korean",
+            preset="tiny",
+            train=TrainConfig(max_steps=3, evals=1),
+            device="cpu",
+        )
+    )
     cfg = ckpt.read_config(tmp_path / "ko")
     assert r.steps == 3 and "안" in cfg["vocab"] and cfg["corpus"]["sources"] == ["chatterbot-corpus:korean"]
     with pytest.raises(ChatrnnError, match="klingon"):
-        train_charlm(CharLMOptions(out=tmp_path / "x", corpus=[], lang="klingon", preset="tiny",
-                                   train=TrainConfig(max_steps=1), device="cpu"))
+        train_charlm(
+            CharLMOptions(
+                out=tmp_path / "x",
+                corpus=[],
+                lang="klingon",
+                preset="tiny",
+                train=TrainConfig(max_steps=1),
+                device="cpu",
+            )
+        )
 
 
 def test_presets_choose_weight_decay_and_averaging_unless_the_user_does():
@@ -137,6 +160,7 @@ def test_presets_choose_weight_decay_and_averaging_unless_the_user_does():
         *_, train = resolve_settings(CharLMOptions(out="x", preset=name, train=TrainConfig(max_steps=1)), cpu)
         for key, default in TRAIN_DEFAULTS.items():
             assert getattr(train, key) == CHARLM_PRESETS[name].get(key, default)
-        *_, train = resolve_settings(CharLMOptions(out="x", preset=name, train=TrainConfig(max_steps=1, weight_decay=0.3,
-                                                                                          ema=0.0)), cpu)
+        *_, train = resolve_settings(
+            CharLMOptions(out="x", preset=name, train=TrainConfig(max_steps=1, weight_decay=0.3, ema=0.0)), cpu
+        )
         assert (train.weight_decay, train.ema) == (0.3, 0.0)

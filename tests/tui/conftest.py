@@ -12,18 +12,27 @@ from pathlib import Path
 import pytest
 
 DIALOG = [
-    ("hello", "hi there"), ("how are you", "i am fine thanks"), ("what is your name", "my name is bot"),
-    ("do you like music", "yes i love music"), ("good morning", "good morning to you"),
-    ("what time is it", "time to chat"), ("tell me a joke", "why did the chicken cross the road"),
-    ("bye", "goodbye see you soon"), ("thank you", "you are welcome"), ("where are you from", "i live in a computer"),
-    ("안녕하세요", "안녕하세요 반가워요"), ("what do you eat", "i eat bytes"), ("are you happy", "yes very happy"),
-    ("who made you", "a python program"), ("can you help me", "sure what do you need"),
+    ("hello", "hi there"),
+    ("how are you", "i am fine thanks"),
+    ("what is your name", "my name is bot"),
+    ("do you like music", "yes i love music"),
+    ("good morning", "good morning to you"),
+    ("what time is it", "time to chat"),
+    ("tell me a joke", "why did the chicken cross the road"),
+    ("bye", "goodbye see you soon"),
+    ("thank you", "you are welcome"),
+    ("where are you from", "i live in a computer"),
+    ("안녕하세요", "안녕하세요 반가워요"),
+    ("what do you eat", "i eat bytes"),
+    ("are you happy", "yes very happy"),
+    ("who made you", "a python program"),
+    ("can you help me", "sure what do you need"),
 ]
 
 
 def _corpus_text() -> str:
     lines = []
-    for i in range(40):
+    for _ in range(40):
         for q, a in DIALOG:
             lines.append(f"{q}\n{a}\n")
     return "".join(lines)
@@ -52,8 +61,15 @@ def checkpoints(tui_tmp) -> Path:
 
         text = tui_tmp / "corpus.txt"
         text.write_text(_corpus_text(), "utf-8")
-        train_charlm(CharLMOptions(out=root / "charlm", corpus=[str(text)], preset="tiny",
-                                   train=TrainConfig(max_steps=30, evals=1), device="cpu"))
+        train_charlm(
+            CharLMOptions(
+                out=root / "charlm",
+                corpus=[str(text)],
+                preset="tiny",
+                train=TrainConfig(max_steps=30, evals=1),
+                device="cpu",
+            )
+        )
         try:
             from chatrnn.train.chat import ChatOptions, train_chat
         except ImportError:
@@ -61,8 +77,16 @@ def checkpoints(tui_tmp) -> Path:
         else:
             tsv = tui_tmp / "pairs.tsv"
             tsv.write_text("question\tanswer\n" + "".join(f"{q}\t{a}\n" for _ in range(8) for q, a in DIALOG), "utf-8")
-            train_chat(ChatOptions(out=root / "chat", corpus=[str(tsv)], preset="tiny", context_turns=1,
-                                   train=TrainConfig(max_steps=40, evals=1), device="cpu"))
+            train_chat(
+                ChatOptions(
+                    out=root / "chat",
+                    corpus=[str(tsv)],
+                    preset="tiny",
+                    context_turns=1,
+                    train=TrainConfig(max_steps=40, evals=1),
+                    device="cpu",
+                )
+            )
     finally:
         torch.set_num_threads(threads)
         for k, v in old.items():
@@ -150,7 +174,9 @@ class ScriptedGenerator:
     def prepare_seed(self, seed):
         return [ord(c) for c in seed if c.isascii()], [c for c in seed if not c.isascii()]
 
-    def stream(self, seed="", length=500, temperature=1.0, top_k=0, top_p=1.0, rng_seed=None, candidates=0, cancel=None):
+    def stream(
+        self, seed="", length=500, temperature=1.0, top_k=0, top_p=1.0, rng_seed=None, candidates=0, cancel=None
+    ):
         self.calls.append(dict(seed=seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p))
         for i in range(length):
             if cancel is not None and cancel.is_set():
@@ -219,5 +245,11 @@ def fakes():
     """The scripted models and helpers (test modules cannot import conftest under importlib mode)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(Responder=ScriptedResponder, Generator=ScriptedGenerator, Loader=FakeLoader,
-                           wait_for=wait_for, Tok=Tok, send_key=send_key)
+    return SimpleNamespace(
+        Responder=ScriptedResponder,
+        Generator=ScriptedGenerator,
+        Loader=FakeLoader,
+        wait_for=wait_for,
+        Tok=Tok,
+        send_key=send_key,
+    )

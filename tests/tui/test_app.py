@@ -91,7 +91,7 @@ async def test_generate_streams_from_the_real_char_model(make_app, in_checkpoint
         await pilot.press("ctrl+t")
         await pilot.pause()
         assert app.query_one("#gen-cand-box").display
-        for chosen, cands in app.query_one("CandidatesView").steps:
+        for _chosen, cands in app.query_one("CandidatesView").steps:
             assert 0.99 <= sum(p for _, p in cands) <= 1.0001 or sum(p for _, p in cands) <= 1.0001
         # regenerate: same seed, new sample
         first = app.gen.job
@@ -148,8 +148,10 @@ async def test_ui_handles_keys_while_a_reply_streams(make_app, fakes):
 
 async def test_generate_esc_stops_and_temperature_keys(make_app, fakes):
     gen = fakes.Generator(delay=0.01)
-    app = make_app(loader=fakes.Loader(chat=fakes.Responder(), lm=gen),
-                   generate_settings=GenerateSettings(temperature=0.8, length=10000))
+    app = make_app(
+        loader=fakes.Loader(chat=fakes.Responder(), lm=gen),
+        generate_settings=GenerateSettings(temperature=0.8, length=10000),
+    )
     async with app.run_test(size=SIZE) as pilot:
         await fakes.wait_for(pilot, lambda: app.gen.model is not None)
         await pilot.press("f3", *"seed", "enter")
@@ -259,8 +261,9 @@ async def test_open_rename_delete_and_export_stored_conversations(make_app, fake
     with Store(db) as store:
         c = store.create_conversation(mode="chat", settings={"reply": {"temperature": 0.5, "beam": 3}})
         store.add_message(c.id, "user", "remember the milk")
-        store.add_message(c.id, "bot", "milk remembered", {"pieces": ["▁milk"], "prompt_pieces": ["▁remember"],
-                                                            "attention": [[1.0]]})
+        store.add_message(
+            c.id, "bot", "milk remembered", {"pieces": ["▁milk"], "prompt_pieces": ["▁remember"], "attention": [[1.0]]}
+        )
         other = store.create_conversation(mode="chat")
         store.add_message(other.id, "user", "second one")
     monkeypatch.chdir(tmp_path)
@@ -353,8 +356,10 @@ async def test_locked_database_falls_back_to_memory_and_says_so(make_app, fakes,
 
 
 async def test_generate_session_is_stored_and_reopened(make_app, fakes):
-    app = make_app(loader=fakes.Loader(chat=fakes.Responder(), lm=fakes.Generator("abc")),
-                   generate_settings=GenerateSettings(length=9, temperature=0.4))
+    app = make_app(
+        loader=fakes.Loader(chat=fakes.Responder(), lm=fakes.Generator("abc")),
+        generate_settings=GenerateSettings(length=9, temperature=0.4),
+    )
     async with app.run_test(size=SIZE) as pilot:
         await fakes.wait_for(pilot, lambda: app.gen.model is not None)
         app.action_tab("generate")
@@ -418,8 +423,11 @@ async def test_no_checkpoint_shows_how_to_train_one(make_app, fakes, tmp_path, m
 
 
 async def test_model_load_error_is_a_notification_and_the_app_stays_usable(make_app, fakes):
-    app = make_app(loader=fakes.Loader(chat_error=ChatrnnError("checkpoints/chat/model.safetensors is corrupt"),
-                                       lm=fakes.Generator()))
+    app = make_app(
+        loader=fakes.Loader(
+            chat_error=ChatrnnError("checkpoints/chat/model.safetensors is corrupt"), lm=fakes.Generator()
+        )
+    )
     async with app.run_test(size=SIZE) as pilot:
         await fakes.wait_for(pilot, lambda: not app.chat.model_loading and app.gen.model is not None)
         assert any("corrupt" in n.message for n in app._notifications)
@@ -462,8 +470,18 @@ async def test_failing_stream_is_reported_not_raised(make_app, fakes):
 # odd input
 
 
-@pytest.mark.parametrize("text", ["x" * 100_000, "안녕하세요 반가워요", "emoji 😀🎉👍🏽 family 👨‍👩‍👧", "ctrl \x00\x01\x1b[31m red \x7f",
-                                  "[bold]markup[/bold] $x$ <b>", "\u202eRTL override", "tab\there"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x" * 100_000,
+        "안녕하세요 반가워요",
+        "emoji 😀🎉👍🏽 family 👨‍👩‍👧",
+        "ctrl \x00\x01\x1b[31m red \x7f",
+        "[bold]markup[/bold] $x$ <b>",
+        "\u202eRTL override",
+        "tab\there",
+    ],
+)
 async def test_odd_messages_never_crash(make_app, fakes, text):
     bot = fakes.Responder(words=["fine", "😀", "\x1b[2J"])
     app = make_app(loader=fakes.Loader(chat=bot, lm=fakes.Generator()))
@@ -501,7 +519,7 @@ async def test_odd_input_with_the_real_models(make_app, in_checkpoints, has_chat
         app.gen.apply_settings(GenerateSettings(length=20))
         for seed in ("😀 emoji", "안녕", "\x00\x01", "y" * 100_000):
             app.gen.start(seed)
-            await fakes.wait_for(pilot, lambda: app.gen.job.reported and app.gen.job.seed == seed, timeout=30)
+            await fakes.wait_for(pilot, lambda seed=seed: app.gen.job.reported and app.gen.job.seed == seed, timeout=30)
             assert app.gen.job.error is None and app.gen.job.count == 20
 
 
@@ -519,8 +537,15 @@ async def test_help_palette_and_quit(make_app, fakes):
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        for wanted in ("Generate tab", "Conversations", "Export conversation", "Pick a model", "Toggle attention view",
-                       "Toggle candidates view", "Help"):
+        for wanted in (
+            "Generate tab",
+            "Conversations",
+            "Export conversation",
+            "Pick a model",
+            "Toggle attention view",
+            "Toggle candidates view",
+            "Help",
+        ):
             assert wanted in titles
         await pilot.press("ctrl+p")
         await pilot.pause()
@@ -569,8 +594,7 @@ async def test_stream_view_wraps_follows_and_rewraps_on_resize(make_app, fakes):
     from chatrnn.tui.widgets import StreamView
 
     gen = fakes.Generator("word " * 7 + "\n")
-    app = make_app(loader=fakes.Loader(chat=fakes.Responder(), lm=gen),
-                   generate_settings=GenerateSettings(length=3000))
+    app = make_app(loader=fakes.Loader(chat=fakes.Responder(), lm=gen), generate_settings=GenerateSettings(length=3000))
     async with app.run_test(size=(60, 24)) as pilot:
         await fakes.wait_for(pilot, lambda: app.gen.model is not None)
         await pilot.press("f3")

@@ -7,8 +7,17 @@ import threading
 
 import pytest
 
-from chatrnn.tui.models import (NoCheckpoint, Pipe, discover, history_pairs, inspect_checkpoint, model_history,
-                                pick_default, safetensors_parameters, train_hint)
+from chatrnn.tui.models import (
+    NoCheckpoint,
+    Pipe,
+    discover,
+    history_pairs,
+    inspect_checkpoint,
+    model_history,
+    pick_default,
+    safetensors_parameters,
+    train_hint,
+)
 from chatrnn.tui.widgets import _break_at, candidates_text, clean_text, heat_colour, heatmap_text, show_piece
 
 
@@ -27,7 +36,9 @@ def test_param_count_matches_torch(checkpoints):
     from chatrnn.checkpoint import load_weights
 
     weights = load_weights(checkpoints / "charlm")
-    assert safetensors_parameters(checkpoints / "charlm" / "model.safetensors") == sum(t.numel() for t in weights.values())
+    assert safetensors_parameters(checkpoints / "charlm" / "model.safetensors") == sum(
+        t.numel() for t in weights.values()
+    )
 
 
 def test_discover_survives_broken_folders(tmp_path):
@@ -125,8 +136,10 @@ def test_candidates_text_highlights_the_choice():
     assert lines[0] == "header" and "50.0%" in lines[1] and "␣" in lines[2]
 
 
-@pytest.mark.parametrize("line,width", [("hello world foo bar", 7), ("a" * 30, 8), ("안녕하세요 반가워요 😀😀", 5),
-                                        ("  leading", 3), ("x y", 1)])
+@pytest.mark.parametrize(
+    "line,width",
+    [("hello world foo bar", 7), ("a" * 30, 8), ("안녕하세요 반가워요 😀😀", 5), ("  leading", 3), ("x y", 1)],
+)
 def test_break_at_fits_and_makes_progress(line, width):
     from rich.cells import cell_len
 

@@ -13,8 +13,13 @@ from chatrnn.decoding import GenerateSettings
 
 
 def _app(make_app, fakes, **kw):
-    app = make_app(loader=fakes.Loader(chat=fakes.Responder(words=["the", "cat", "sat", "down"]),
-                                       lm=fakes.Generator("to be or not to be, that is the question\n")), **kw)
+    app = make_app(
+        loader=fakes.Loader(
+            chat=fakes.Responder(words=["the", "cat", "sat", "down"]),
+            lm=fakes.Generator("to be or not to be, that is the question\n"),
+        ),
+        **kw,
+    )
     return app
 
 

@@ -174,7 +174,7 @@ def test_default_db_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 def test_list_is_newest_updated_first(store: Store) -> None:
     a = store.create_conversation(title="a")
     b = store.create_conversation(title="b")
-    c = store.create_conversation(title="c")
+    store.create_conversation(title="c")
     assert [x.title for x in store.list_conversations()] == ["c", "b", "a"]
     store.add_message(a.id, "user", "bump")
     assert [x.title for x in store.list_conversations()] == ["a", "c", "b"]
@@ -184,9 +184,7 @@ def test_list_is_newest_updated_first(store: Store) -> None:
     assert updated == sorted(updated, reverse=True) and len(set(updated)) == 3
 
 
-def test_order_survives_a_clock_that_steps_back(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_order_survives_a_clock_that_steps_back(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     a = store.create_conversation(title="a")
     store.create_conversation(title="b")
     monkeypatch.setattr(store_module.time, "time", lambda: 1000.0)  # NTP jumped back
@@ -221,9 +219,7 @@ def test_auto_title(store: Store) -> None:
     assert store.get_conversation(conv.id).title == DEFAULT_TITLE
     store.add_message(conv.id, "user", "   \n\t ")  # nothing to make a title of
     assert store.get_conversation(conv.id).title == DEFAULT_TITLE
-    store.add_message(
-        conv.id, "user", "What is\nthe   capital\x00 of France, and why is it Paris? Explain."
-    )
+    store.add_message(conv.id, "user", "What is\nthe   capital\x00 of France, and why is it Paris? Explain.")
     title = store.get_conversation(conv.id).title
     assert title == "What is the capital of France, and why…"
     assert len(title) <= 40
@@ -263,9 +259,7 @@ def test_settings_and_meta_persist_across_reopen(db_path: Path) -> None:
     decoding["note"] = "한글"
     meta = {"attention": {"max": 0.61, "entropy": 1.2}, "settings": decoding, "cancelled": True}
     with Store(db_path) as s:
-        conv = s.create_conversation(
-            checkpoint="ckpt/seq2seq.safetensors", settings={"temperature": 1.0}
-        )
+        conv = s.create_conversation(checkpoint="ckpt/seq2seq.safetensors", settings={"temperature": 1.0})
         s.update_settings(conv.id, decoding)
         msg = s.add_message(conv.id, "bot", "partial repl", meta=meta)
     with Store(db_path) as s:
@@ -355,9 +349,7 @@ def test_two_stores_on_one_file(db_path: Path) -> None:
 
 
 def test_export_markdown(store: Store) -> None:
-    conv = store.create_conversation(
-        checkpoint="runs/my_model.safetensors", settings={"temperature": 0.8, "top_k": 40}
-    )
+    conv = store.create_conversation(checkpoint="runs/my_model.safetensors", settings={"temperature": 0.8, "top_k": 40})
     store.add_message(conv.id, "user", "Hello *there*")
     store.add_message(conv.id, "bot", "# not a heading\n1. not a list\n  <b>raw</b> & co")
     store.add_message(conv.id, "bot", "half a sent", meta={"cancelled": True})
@@ -378,9 +370,7 @@ def test_export_markdown(store: Store) -> None:
 
 def test_export_without_model_or_messages(store: Store) -> None:
     conv = store.create_conversation(title="Empty #1")
-    assert store.export_markdown(conv.id) == (
-        "# Empty \\#1\n\n_model: none, mode: chat, settings: defaults_\n"
-    )
+    assert store.export_markdown(conv.id) == ("# Empty \\#1\n\n_model: none, mode: chat, settings: defaults_\n")
 
 
 def _rendered_text(markdown: str) -> str:
@@ -540,8 +530,7 @@ def test_locked_database_falls_back_to_memory(db_path: Path, journal_mode: str) 
         with fallback:
             assert fallback.in_memory and fallback.path is None
             assert message == (
-                f"{db_path} is locked by another chatrnn (or another program); "
-                "this session will not be saved."
+                f"{db_path} is locked by another chatrnn (or another program); this session will not be saved."
             )
             conv = fallback.create_conversation()
             fallback.add_message(conv.id, "user", "only in memory")
@@ -622,9 +611,7 @@ def test_zero_byte_file_is_a_version_0_database(db_path: Path) -> None:
     assert aside_files(db_path) == []
 
 
-def test_later_migrations_run_in_order_each_in_a_transaction(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_later_migrations_run_in_order_each_in_a_transaction(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with Store(db_path) as s:
         conv = s.create_conversation(title="old data")
 
