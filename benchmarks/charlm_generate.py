@@ -16,7 +16,8 @@ import torch
 
 from chatrnn.charvocab import CharVocab
 from chatrnn.infer import Generator
-from chatrnn.models.charlm import CharLM, CharLMConfig, LeanStepper
+from chatrnn.models.charlm import CharLM, CharLMConfig
+from chatrnn.models.fast import LeanStepper
 
 
 def rate(fn, n: int, repeats: int) -> float:
@@ -54,7 +55,7 @@ def main() -> None:
         with torch.inference_mode():
             x = torch.zeros(1, 1, dtype=torch.long)
             for _ in range(n):
-                _, st = model(x, st)
+                _, _, st = model(x, st)
 
     cells = [torch.nn.LSTMCell(64 if i == 0 else H, H) for i in range(2)]
 

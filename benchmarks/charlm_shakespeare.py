@@ -24,7 +24,6 @@ from _common import corpus, temp_home
 from chatrnn.checkpoint import read_metrics
 from chatrnn.train.charlm import CharLMOptions, train_charlm
 from chatrnn.train.charlm_task import evaluate_stream
-from chatrnn.train.trainer import TrainConfig
 from chatrnn.units import parse_duration
 
 
@@ -49,9 +48,9 @@ def bare_baseline(text: str, seconds: float, hidden: int = 192) -> float:
             self.rnn = torch.nn.LSTM(64, hidden, 2, batch_first=True)
             self.head = torch.nn.Linear(hidden, V)
 
-        def forward(self, x, state=None):
+        def forward(self, x, state=None):  # (logits, loss, state), as CharLM's
             out, state = self.rnn(self.embedding(x), state)
-            return self.head(out), state
+            return self.head(out), None, state
 
     m = Bare()
     opt = torch.optim.Adam(m.parameters(), lr=2e-3)
@@ -59,7 +58,7 @@ def bare_baseline(text: str, seconds: float, hidden: int = 192) -> float:
     while time.monotonic() - t0 < seconds:
         starts = torch.randint(0, n - T - 1, (B,))
         w = torch.stack([train[s : s + T + 1] for s in starts.tolist()])
-        logits, _ = m(w[:, :-1])
+        logits, _, _ = m(w[:, :-1])
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), w[:, 1:].reshape(-1))
         opt.zero_grad()
         loss.backward()
@@ -83,7 +82,7 @@ def main() -> None:
             out=home / "checkpoints" / "shakespeare",
             corpus=[str(path)],
             preset=args.preset,
-            train=TrainConfig(max_time=seconds),
+            train=dict(max_time=seconds),
             device="cpu",
         )
     )

@@ -19,29 +19,25 @@ import time
 
 from _common import corpus, temp_home
 
+from chatrnn.settings import TRAIN_KEYS
 from chatrnn.train.charlm import MODEL_KEYS, CharLMOptions, train_charlm
 from chatrnn.train.progress import Reporter
-from chatrnn.train.trainer import TrainConfig
 from chatrnn.units import parse_duration
-
-TRAIN_KEYS = set(TrainConfig.__dataclass_fields__)
 
 
 def run(overrides: dict, seconds: float, preset: str, evals: int, path: str, home) -> dict:
-    unknown = set(overrides) - set(MODEL_KEYS) - TRAIN_KEYS - {"batch_size", "seq_len"}
+    unknown = set(overrides) - set(MODEL_KEYS) - set(TRAIN_KEYS) - {"batch_size", "seq_len"}
     if unknown:
         raise SystemExit(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    train = TrainConfig(max_time=seconds, evals=evals, **{k: v for k, v in overrides.items() if k in TRAIN_KEYS})
+    train = {"max_time": seconds, "evals": evals, **{k: v for k, v in overrides.items() if k in TRAIN_KEYS}}
     opts = CharLMOptions(
         out=home / f"run{time.monotonic_ns()}",
         corpus=[path],
         preset=preset,
         device="cpu",
         model={k: v for k, v in overrides.items() if k in MODEL_KEYS},
-        batch_size=overrides.get("batch_size"),
-        seq_len=overrides.get("seq_len"),
+        **{k: overrides[k] for k in ("batch_size", "seq_len") if k in overrides},
         train=train,
-        lr_given="lr" in overrides,
     )
     r = train_charlm(opts, reporter=Reporter(quiet=True))
     return {

@@ -19,7 +19,6 @@ from _common import corpus, temp_home
 
 from chatrnn.config import CHARLM_PRESETS
 from chatrnn.train.charlm import CharLMOptions, train_charlm
-from chatrnn.train.trainer import TrainConfig
 
 
 def ours(path: str, preset: str, steps: int, warm: int, home) -> float:
@@ -31,7 +30,7 @@ def ours(path: str, preset: str, steps: int, warm: int, home) -> float:
 
     out = home / f"ours-{time.monotonic_ns()}"
     train_charlm(
-        CharLMOptions(out=out, corpus=[path], preset=preset, device="cpu", train=TrainConfig(max_steps=10**9, evals=1)),
+        CharLMOptions(out=out, corpus=[path], preset=preset, device="cpu", train=dict(max_steps=10**9, evals=1)),
         stop_check=stop_check,
     )
     p = CHARLM_PRESETS[preset]
@@ -44,12 +43,9 @@ def bare(data: torch.Tensor, preset: str, steps: int, warm: int, vocab: int) -> 
     torch.manual_seed(0)
     H, L, skip = p["hidden"], p["layers"], p.get("skip", False)
     emb = torch.nn.Embedding(vocab, p["embed"])
-    # The same network, written the plain way: with skip connections, one nn.LSTM per layer and
-    # a head over their concatenated outputs; without, one multi-layer nn.LSTM.
-    if skip:
-        lstms = [torch.nn.LSTM(p["embed"] if i == 0 else H, H, batch_first=True) for i in range(L)]
-    else:
-        lstms = [torch.nn.LSTM(p["embed"], H, L, batch_first=True)]
+    # The same network, written the plain way, built as CharLM builds it: one single-layer nn.LSTM
+    # per layer; with skip connections, a head over their concatenated outputs.
+    lstms = [torch.nn.LSTM(p["embed"] if i == 0 else H, H, batch_first=True) for i in range(L)]
     head = torch.nn.Linear(H * L if skip else H, vocab)
     params = [*emb.parameters(), *head.parameters(), *(q for m in lstms for q in m.parameters())]
     opt = torch.optim.AdamW(params, lr=1e-3)

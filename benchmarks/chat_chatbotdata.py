@@ -92,7 +92,6 @@ def main() -> int:
     from chatrnn.train.chat import ChatOptions, train_chat
     from chatrnn.train.chat_task import score_examples
     from chatrnn.train.progress import Reporter
-    from chatrnn.train.trainer import TrainConfig
     from chatrnn.units import parse_duration
 
     budget = parse_duration(args.max_time)
@@ -107,7 +106,7 @@ def main() -> int:
             corpus=[str(train_csv)],
             val_file=str(val_csv),
             device="cpu",
-            train=TrainConfig(max_time=budget),
+            train=dict(max_time=budget),
         )
         r = train_chat(opts, reporter=Reporter(every_s=60))
         print(f"chat: {r.steps} steps in {r.elapsed:.0f}s, best val loss {r.best_val_loss:.4f}")
@@ -128,7 +127,7 @@ def main() -> int:
             sources=[TextSource("ChatbotData training replies", text=train_text)],
             val_file=str(val_file),
             device="cpu",
-            train=TrainConfig(max_time=budget),
+            train=dict(max_time=budget),
         )
         cr = train_charlm(copts, reporter=Reporter(every_s=60))
         print(f"char LM: {cr.steps} steps in {cr.elapsed:.0f}s")

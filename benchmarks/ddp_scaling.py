@@ -33,7 +33,7 @@ def worker(a: dict) -> None:
 
     from chatrnn.train import distributed
     from chatrnn.train.charlm import CharLMOptions, build_charlm
-    from chatrnn.train.trainer import TrainConfig, Trainer
+    from chatrnn.train.trainer import Trainer
 
     torch.set_num_threads(1)
     dist = distributed.from_env("cpu")
@@ -48,7 +48,7 @@ def worker(a: dict) -> None:
         seq_len=a["seq_len"],
         val_fraction=0.02,
         device="cpu",
-        train=TrainConfig(max_steps=total, evals=1, seed=1),
+        train=dict(max_steps=total, evals=1, seed=1),
     )
     task, train = build_charlm(opts, torch.device("cpu"), dist)
     marks: dict[int, tuple[float, float]] = {}

@@ -68,19 +68,18 @@ def ensure_models(chat: str | None, lm: str | None, steps: int) -> tuple[str, st
         return chat_path, lm_path
     temp_home()
     root = checkpoints_root()
-    from chatrnn.train.trainer import TrainConfig
 
     if not chat_path:
         from chatrnn.train.chat import ChatOptions, train_chat
 
         print(f"no chat checkpoint: training the default chat model for {steps} steps ...", flush=True)
-        train_chat(ChatOptions(out=root / "chat", train=TrainConfig(max_steps=steps, evals=1)))
+        train_chat(ChatOptions(out=root / "chat", train=dict(max_steps=steps, evals=1)))
         chat_path = str(root / "chat")
     if not lm_path:
         from chatrnn.train.charlm import CharLMOptions, train_charlm
 
         print(f"no char LM checkpoint: training the default char LM for {steps} steps ...", flush=True)
-        train_charlm(CharLMOptions(out=root / "charlm", train=TrainConfig(max_steps=steps, evals=1)))
+        train_charlm(CharLMOptions(out=root / "charlm", train=dict(max_steps=steps, evals=1)))
         lm_path = str(root / "charlm")
     return chat_path, lm_path
 
@@ -171,7 +170,7 @@ async def run(args) -> int:
         await until(lambda: app.chat.job is not None and len(app.chat.job.text) > 0)
         keys: list[float] = []
         for i in range(args.keys):
-            if not app.chat.replying:
+            if not app.chat.running:
                 break
             ch = "abcdefghijklmnopqrstuvwxyz"[i % 26]
             expect = box.value + ch
@@ -181,7 +180,7 @@ async def run(args) -> int:
             keys.append((t1 - t0) * 1000)
             await asyncio.sleep(0.03)
         streamed = len(app.chat.job.pieces)
-        was_replying = app.chat.replying
+        was_replying = app.chat.running
         send_key(app, "escape")
         await until(lambda: app.chat.job.reported)
         if not was_replying:

@@ -1,7 +1,9 @@
 """Presets: model shape and batch settings that suit a machine, overridable flag by flag.
 
-The CPU preset is the default: it was chosen by ``benchmarks/charlm_shakespeare.py`` for the best
-validation loss on a 2-core CPU in a few minutes. The GPU presets use a GPU's width (see issue 5).
+A preset is one layer of a run's settings (``chatrnn.settings``: flag > checkpoint > preset >
+default). The CPU presets were chosen by ``benchmarks/charlm_shakespeare.py`` and
+``benchmarks/chat_chatbotdata.py`` on a 2-core CPU; the GPU presets use a GPU's width. The
+measurements behind every value are in ``docs/presets.md``.
 """
 
 from __future__ import annotations
@@ -22,39 +24,40 @@ class JsonConfig:
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
-# Optimiser settings a preset may choose (the user's flag wins), and their values for presets without them.
-TRAIN_DEFAULTS = {"weight_decay": 0.01, "ema": 0.0}
-
-
-def fill_train_defaults(train, preset: dict) -> None:
-    """Fill the TrainConfig settings the user left unset (None) from the preset, else the defaults."""
-    for key, default in TRAIN_DEFAULTS.items():
-        if getattr(train, key) is None:
-            setattr(train, key, preset.get(key, default))
+# The default layer of the settings that no preset sets (chatrnn.settings: flag > checkpoint > preset >
+# default). The CLI shows them in --help; the training settings' defaults are TrainConfig's.
+CHARLM_DEFAULTS: dict = {
+    "corpus": (),  # the bundled chatterbot dialogs, flattened to text
+    "lang": "english",
+    "encoding": "utf-8",
+    "val_fraction": 0.1,  # the tail of the corpus
+    "val_file": None,
+    "batch_size": 32,  # every preset sets these two; for checkpoints without them
+    "seq_len": 128,
+}
+CHAT_DEFAULTS: dict = {
+    "corpus": (),  # the bundled chatterbot dialogs for ``lang``
+    "lang": "english",
+    "fmt": None,  # detected from the file name
+    "columns": None,
+    "encoding": None,  # UTF-8 (with a BOM or not)
+    "val_fraction": 0.1,  # every round(1/f)-th pair, in corpus order
+    "val_file": None,
+    "context_turns": 0,
+    "tokenizer": "unigram",
+    "vocab_size": 2000,  # every preset sets these four; for checkpoints without them
+    "max_len": 32,
+    "batch_size": 64,
+    "label_smoothing": 0.1,
+    "teacher_forcing": 1.0,
+    "tf_decay": 1.0,  # teacher forcing ratio multiplied by this each epoch
+    "tf_min": 0.0,
+}
 
 
 CHARLM_PRESETS: dict[str, dict] = {
-    # name: model shape + batch shape + learning rate (+ weight_decay, ema: see TRAIN_DEFAULTS).
-    # On a CPU the number of *updates* a run gets matters more than anything: the per-character
-    # cost of an LSTM step is flat in the batch size (the matrix products are compute-bound), so
-    # small batches of short windows buy more updates for the same time (until weight averaging
-    # and weight decay made batch 32 pay off in 10-minute runs: below). Measured on Tiny
-    # Shakespeare (val = last 10%), same characters seen: B32xT128 reached 2.15 after 0.5 M chars
-    # where B16xT64 reached 1.92; T32 with lr 6e-3 beat T64.
-    # Skip connections (every layer feeds the head) were the largest gain: in 110 s on 2 cores,
-    # 2x192 went from 1.541 to 1.505, and with them deeper, narrower stacks learn faster still:
-    # 3x128 1.494, 4x112 1.485, 5x96 1.508. Dropout only slows a run this short (2x192: 1.555
-    # with 0.1, 1.541 without). The train-val gap is mostly the val plays' shift.
-    # cpu-large (runs of 5 minutes or more), 10 minutes: 4x224 dropout 0.25 1.445, 4x176 dropout
-    # 0.2 1.438 (lr 8e-3: 1.435), 4x144 dropout 0.15 1.441; the old 2x384 without skip connections 1.499.
-    # Weight averaging (ema) was the next large gain: the last weights of a run still jitter, and
-    # their average scores better. Paired, in the same run: 10 min 4x176 weight decay 0.1, raw
-    # 1.430 / averaged 1.409; with batch 32 (lr 1e-2) raw 1.399 / averaged 1.390; weight decay 0.2
-    # 1.453 / 1.431; batch 64 (lr 1.2e-2, ema 0.996) 1.405 / 1.398; batch 32 with weight decay 0.01
-    # 1.420 (averaged), so the decay matters there. In 110 s (cpu preset): 1.509 without, 1.494
-    # with ema 0.998, and the average lets a higher lr pay: 8e-3 1.485; batch 32 1.494-1.499;
-    # weight decay 0.1 did not help there (1.511; with ema 1.503). Figures from here on score
-    # every val character (see charlm_task.evaluate_stream).
+    # name: model shape + batch shape + learning rate (+ weight_decay, ema; chatrnn.settings.TrainConfig's
+    # defaults without them). Why these values: the measurements are in docs/presets.md.
     "tiny": dict(cell="lstm", layers=1, hidden=64, embed=16, dropout=0.0, batch_size=8, seq_len=32, lr=1e-2),
     "cpu": dict(
         cell="lstm",
@@ -81,22 +84,14 @@ CHARLM_PRESETS: dict[str, dict] = {
         weight_decay=0.1,
         ema=0.998,
     ),
-    # GPU (H100, 3-minute Tiny Shakespeare runs): 3x1024 with dropout 0.2 peaked at 1.498 then
-    # overfitted hard (1M characters is ~30 steps an epoch); 3x768 with dropout 0.5 peaked at 1.462.
     "gpu": dict(cell="lstm", layers=3, hidden=768, embed=128, dropout=0.5, batch_size=64, seq_len=256, lr=2e-3),
     "gpu-small": dict(cell="lstm", layers=2, hidden=512, embed=64, dropout=0.1, batch_size=64, seq_len=256, lr=3e-3),
 }
 
 
 CHAT_PRESETS: dict[str, dict] = {
-    # name: seq2seq shape + tokenizer + batch + optimisation. "cpu" is the default without a GPU,
-    # chosen on ChatbotData for a 10-minute budget on a 2-core CPU (benchmarks/chat_chatbotdata.py;
-    # the settings were compared at equal step counts): what matters there is how many epochs fit,
-    # so it is one layer, a 128-wide tied embedding, a 2,000-piece vocabulary and no input feeding
-    # (the reply then trains in one GRU call, ~1.6x faster a step). Label smoothing is what keeps
-    # validation loss falling for 20 epochs (without it the best checkpoint comes after ~4 and
-    # barely uses the prompt); light dropout on top. "gpu" is the full model (input feeding, two
-    # layers, more dropout); "tiny" is for tests.
+    # name: seq2seq shape + tokenizer + batch + optimisation. "cpu" is the default without a GPU, "gpu"
+    # the full model, "tiny" is for tests; why these values: docs/presets.md.
     "tiny": dict(
         embed=32,
         hidden=64,

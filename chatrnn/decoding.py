@@ -57,19 +57,12 @@ _LIMITS = {
 
 
 def set_value(settings, name: str, raw: str | float | int):
-    """A copy of ``settings`` with ``name`` parsed from ``raw`` and range-checked (for ``/temp 0.7``)."""
+    """A copy of ``settings`` with field ``name`` parsed from ``raw`` and range-checked (for ``/temperature 0.7``).
+
+    Only field names: short names (``/temp``) are the TUI's, resolved by its one alias table first.
+    """
     names = {f.name: f for f in fields(settings)}
-    aliases = {
-        "temp": "temperature",
-        "t": "temperature",
-        "k": "top_k",
-        "p": "top_p",
-        "topk": "top_k",
-        "topp": "top_p",
-        "len": "length" if "length" in names else "max_len",
-        "ngram": "no_repeat_ngram",
-    }
-    key = aliases.get(name.lower().replace("-", "_"), name.lower().replace("-", "_"))
+    key = name.lower().replace("-", "_")
     if key not in names:
         raise ChatrnnError(f"unknown setting {name!r}; settings: {', '.join(names)}")
     is_int = key in (

@@ -18,7 +18,8 @@ import torch
 from chatrnn import checkpoint as ckpt
 from chatrnn.charvocab import CharVocab
 from chatrnn.errors import ChatrnnError
-from chatrnn.models.charlm import CharLM, CharLMConfig, LeanStepper
+from chatrnn.models.charlm import CharLM, CharLMConfig
+from chatrnn.models.fast import LeanStepper
 from chatrnn.models.sampling import draw, next_token_probs, top_candidates
 
 _threads_lock = threading.Lock()
@@ -137,19 +138,16 @@ class Generator:
         state = None
         with torch.inference_mode():
             if len(prime) > 1:
-                _, state = model(torch.tensor([prime[:-1]], device=dev), None)
+                _, _, state = model(torch.tensor([prime[:-1]], device=dev))
         holder = {"state": state, "last": prime[-1]}
 
         def module_step(i: int | None) -> torch.Tensor:
             x = torch.tensor([[holder["last"] if i is None else i]], device=dev)
             with torch.inference_mode():
-                logits, holder["state"] = model(x, holder["state"])
+                logits, _, holder["state"] = model(x, holder["state"])
             return logits[0, -1]
 
         return module_step
 
     def generate(self, seed: str = "", **kw) -> str:
         return "".join(t.text for t in self.stream(seed, **kw))
-
-    def info(self) -> dict:
-        return self.config

@@ -39,7 +39,6 @@ def sample_text_file(tmp_path_factory) -> Path:
 def tiny_charlm(tmp_path_factory, sample_text_file) -> Path:
     """A real tiny LSTM char model checkpoint (session-wide, trained once)."""
     from chatrnn.train.charlm import CharLMOptions, train_charlm
-    from chatrnn.train.trainer import TrainConfig
 
     home = tmp_path_factory.mktemp("tiny_charlm")
     old = os.environ.get("CHATRNN_CACHE")
@@ -50,7 +49,7 @@ def tiny_charlm(tmp_path_factory, sample_text_file) -> Path:
                 out=home / "charlm",
                 corpus=[str(sample_text_file)],
                 preset="tiny",
-                train=TrainConfig(max_steps=60, evals=2),
+                train=dict(max_steps=60, evals=2),
                 device="cpu",
             )
         )

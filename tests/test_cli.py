@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +41,107 @@ def test_help_never_imports_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "", f"--help imported {out}"
+
+
+def test_every_entry_point_lists_the_same_commands():
+    """``python -m chatrnn.cli``, ``python -m chatrnn`` and the ``chatrnn`` script share one group."""
+    outs = [
+        subprocess.run([sys.executable, "-m", mod, "--help"], capture_output=True, text=True, check=True).stdout
+        for mod in ("chatrnn.cli", "chatrnn")
+    ]
+    assert outs[0] == outs[1]
+    listed = outs[0].split("Commands:")[1].split()
+    for command in ("chat", "eval", "generate", "info", "reply", "train"):
+        assert command in listed
+    assert set(cli.commands) == {"chat", "eval", "generate", "info", "reply", "train"}
+    assert set(cli.commands["train"].commands) == {"charlm", "chat"}
+
+
+def settings_rows(output: str) -> dict[str, tuple[str, str]]:
+    """The dry run's settings table: name -> (value, where it came from)."""
+    lines = output.split("settings (value, from):\n", 1)[1].splitlines()
+    rows = {}
+    for line in lines:
+        m = re.match(r"^  (\S+)\s+(.*?)\s+(flag|checkpoint|preset|default)$", line)
+        if not m:
+            break
+        rows[m.group(1)] = (m.group(2), m.group(3))
+    return rows
+
+
+def test_dry_run_shows_every_setting_and_its_source(tmp_path, sample_text_file):
+    r = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "charlm",
+            "--dry-run",
+            "--corpus",
+            str(sample_text_file),
+            "--lr",
+            "0.01",
+            "--out",
+            str(tmp_path / "m"),
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    rows = settings_rows(r.output)
+    assert rows["lr"] == ("0.01", "flag")
+    assert rows["preset"] == ("cpu", "default")
+    assert rows["hidden"] == ("112", "preset") and rows["ema"] == ("0.998", "preset")
+    assert rows["warmup_steps"] == ("50", "default")  # click's default is not a typed flag
+    assert rows["max_time"] == ("180", "default")
+    assert rows["corpus"] == (str(sample_text_file), "flag")
+    from chatrnn.settings import TRAIN_KEYS
+
+    assert set(TRAIN_KEYS) <= rows.keys()
+    assert not (tmp_path / "m").exists()
+    r = CliRunner().invoke(
+        cli, ["train", "charlm", "--dry-run", "--corpus", str(sample_text_file), "--warmup", "50", "--preset", "tiny"]
+    )
+    rows = settings_rows(r.output)
+    assert rows["warmup_steps"] == ("50", "flag") and rows["hidden"] == ("64", "preset")
+
+
+TRAIN_FLAGS = [
+    *("--lr", "0.02", "--weight-decay", "0.1", "--warmup", "5", "--min-lr-ratio", "0.1", "--grad-clip", "2"),
+    *("--ema", "0.9", "--max-steps", "10", "--epochs", "1", "--max-time", "1m", "--evals", "2", "--eval-every", "5"),
+    *("--seed", "3", "--threads", "1", "--no-amp", "--compile"),
+]
+
+
+def test_every_typed_flag_is_a_flag_setting(sample_text_file):
+    args = [
+        *(
+            "train",
+            "charlm",
+            "--dry-run",
+            "--corpus",
+            str(sample_text_file),
+            "--lang",
+            "english",
+            "--encoding",
+            "utf-8",
+        ),
+        *("--val-fraction", "0.2", "--preset", "tiny", "--cell", "gru", "--layers", "2", "--hidden", "40"),
+        *("--embed", "40", "--dropout", "0.1", "--tie-weights", "--skip", "--batch-size", "4", "--seq-len", "16"),
+        *TRAIN_FLAGS,
+    ]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    rows = settings_rows(r.output)
+    assert {name for name, (_, source) in rows.items() if source != "flag"} == {"val_file"}
+    assert rows["cell"][0] == "gru" and rows["max_time"][0] == "60" and rows["amp"][0] == "False"
+
+
+def test_resume_dry_run_takes_the_checkpoint_below_typed_flags(tmp_path, tiny_charlm, sample_text_file):
+    base = ["train", "charlm", "--resume", "--dry-run", "--out", str(tiny_charlm), "--corpus", str(sample_text_file)]
+    rows = settings_rows(CliRunner().invoke(cli, base).output)
+    assert rows["max_steps"] == ("60", "checkpoint") and rows["max_time"][0] == "None"
+    assert rows["hidden"] == ("64", "checkpoint") and rows["lr"] == ("0.01", "checkpoint")
+    rows = settings_rows(CliRunner().invoke(cli, [*base, "--max-steps", "70", "--evals", "6"]).output)
+    assert rows["max_steps"] == ("70", "flag") and rows["evals"] == ("6", "flag")
+    assert_one_line_error(CliRunner().invoke(cli, [*base, "--hidden", "65"]), "--hidden 65 does not match")
 
 
 def test_version_and_short_help():
@@ -207,3 +309,22 @@ def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path, sample_tex
         folder = ckpt.resolve_checkpoint(out)
         assert Generator.load(folder).generate("R", length=5, rng_seed=0)
         ckpt.load_train_state(folder)
+
+
+def test_the_summary_names_the_task_unit(tmp_path):
+    from chatrnn.train.progress import Reporter
+    from chatrnn.train.summary import summarize
+    from chatrnn.train.trainer import TrainResult
+
+    lines = []
+
+    class Capture(Reporter):
+        def message(self, text):
+            lines.append(text)
+
+    for unit, shown in (("chars", "nats/char"), ("tokens", "nats/token")):
+        result = TrainResult(
+            steps=3, best_val_loss=1.5, last_metrics=None, elapsed=2.0, interrupted=False, folder=tmp_path, unit=unit
+        )
+        summarize(result, Capture(quiet=False))
+        assert shown in lines[-2] and lines[-1] == f"checkpoint: {tmp_path}"

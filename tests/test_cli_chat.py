@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,60 @@ def test_dry_run_and_resume(trained, tmp_path):
     assert r.exit_code == 0, r.output
     cfg = json.loads((tmp_path / "checkpoints" / "chat" / "config.json").read_text())
     assert cfg["training"]["steps"] == 6
+
+
+def _rows(output: str) -> dict[str, tuple[str, str]]:
+    """The dry run's settings table: name -> (value, where it came from)."""
+    table = output.split("settings (value, from):\n", 1)[1].splitlines()
+    found = [re.match(r"^  (\S+)\s+(.*?)\s+(flag|checkpoint|preset|default)$", line) for line in table]
+    return {m.group(1): (m.group(2), m.group(3)) for m in found if m}
+
+
+def test_a_typed_lang_beats_the_checkpoint_on_resume(tmp_path):
+    """``--lang english`` typed on ``--resume`` is a flag, though it is also the default."""
+    from chatrnn.settings import Source
+    from chatrnn.train.chat import ChatOptions, resolve_chat
+
+    corpus = write_csv(tmp_path / "pairs.csv", [(f"hello number {i}", f"hi {i}") for i in range(20)])
+    r = invoke(
+        "train", "chat", "--corpus", str(corpus), "--lang", "korean", "--preset", "tiny", "--max-steps", "2", "--quiet"
+    )
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "checkpoints" / "chat"
+    resumed = resolve_chat(ChatOptions(out=out, resume=True), "cpu")
+    assert (resumed.lang, resumed.resolved.origin["lang"]) == ("korean", Source.CHECKPOINT)
+    typed = resolve_chat(ChatOptions(out=out, resume=True, lang="english"), "cpu")
+    assert (typed.lang, typed.resolved.origin["lang"]) == ("english", Source.FLAG)
+    assert _rows(invoke("train", "chat", "--resume", "--dry-run").output)["lang"] == ("korean", "checkpoint")
+    rows = _rows(invoke("train", "chat", "--resume", "--dry-run", "--lang", "english").output)
+    assert rows["lang"] == ("english", "flag")
+    assert rows["max_steps"] == ("2", "checkpoint") and rows["vocab_size"][1] == "checkpoint"
+    assert rows["label_smoothing"] == ("0", "checkpoint")  # the tiny preset's, stored
+    r = invoke("train", "chat", "--resume", "--dry-run", "--tokenizer", "bpe")
+    assert "--tokenizer bpe does not match" in one_line_error(r)
+
+
+def test_every_typed_flag_is_a_flag_setting(tmp_path):
+    words = "tea coffee rain sun cats dogs music books trains boats snow wind".split()
+    corpus = write_csv(
+        tmp_path / "c.csv", [(f"question {i} about {w}", f"answer {i}: {w}") for i, w in enumerate(words)]
+    )
+    args = [
+        *("train", "chat", "--dry-run", "--corpus", str(corpus), "--format", "csv", "--columns", "Q,A"),
+        *("--encoding", "utf-8", "--lang", "english", "--val-fraction", "0.2", "--context-turns", "1"),
+        *("--max-len", "20", "--vocab-size", "300", "--tokenizer", "bpe", "--preset", "tiny", "--embed", "64"),
+        *("--hidden", "64", "--layers", "1", "--attention", "dot", "--dropout", "0.1", "--tie-weights"),
+        *("--input-feeding", "--batch-size", "4", "--label-smoothing", "0.1", "--teacher-forcing", "0.5"),
+        *("--tf-decay", "0.9", "--lr", "0.02", "--weight-decay", "0.1", "--warmup", "5", "--min-lr-ratio", "0.1"),
+        *("--grad-clip", "2", "--ema", "0.9", "--max-steps", "10", "--epochs", "1", "--max-time", "1m"),
+        *("--evals", "2", "--eval-every", "5", "--seed", "3", "--threads", "1", "--no-amp", "--compile"),
+    ]
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    rows = _rows(r.output)
+    assert {name for name, (_, source) in rows.items() if source != "flag"} == {"val_file", "tf_min", "max_src_len"}
+    assert rows["max_src_len"] == ("40", "default")  # max_len per turn, prompt and one context turn
+    assert rows["columns"][0] == "Q, A" and rows["tokenizer"][0] == "bpe"
 
 
 def test_bad_input_is_one_line(tmp_path):

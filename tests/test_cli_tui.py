@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from chatrnn.cli_tui import one_line, reply_settings, run_plain
+from chatrnn.cli import cli
+from chatrnn.cli.chat import one_line, run_plain
 from chatrnn.errors import ChatrnnError
 
 PAIRS = [
@@ -32,7 +33,6 @@ def chat_root(tmp_path_factory) -> Path:
         from chatrnn.train.chat import ChatOptions, train_chat
     except ImportError:
         pytest.skip("the chat trainer is not available")
-    from chatrnn.train.trainer import TrainConfig
 
     tmp = tmp_path_factory.mktemp("plain")
     tsv = tmp / "pairs.tsv"
@@ -49,7 +49,7 @@ def chat_root(tmp_path_factory) -> Path:
                 corpus=[str(tsv)],
                 preset="tiny",
                 context_turns=1,
-                train=TrainConfig(max_steps=20, evals=1),
+                train=dict(max_steps=20, evals=1),
                 device="cpu",
             )
         )
@@ -106,10 +106,10 @@ def test_flags_and_env_vars_reach_the_model(chat_root):
     r = run_chat(["--plain", "--max-len", "5", "-t", "0"], b"hello\nhow are you\n", env)
     assert r.returncode == 0, r.stderr.decode()
     assert len(r.stdout.decode().splitlines()) == 2
-    r = run_chat(["--plain", "--beam", "0"], b"hello\n", env)  # out of range: one line, exit 1
-    assert r.returncode == 1 and "beam" in r.stderr.decode() and "Traceback" not in r.stderr.decode()
+    r = run_chat(["--plain", "--beam", "0"], b"hello\n", env)  # out of range: a usage error, as for `reply`
+    assert r.returncode == 2 and "beam" in r.stderr.decode() and "Traceback" not in r.stderr.decode()
     r = run_chat(["--plain"], b"hello\n", {**env, "CHATRNN_TEMPERATURE": "-3"})
-    assert r.returncode == 1 and "temperature" in r.stderr.decode()
+    assert r.returncode == 2 and "temperature" in r.stderr.decode() and "Traceback" not in r.stderr.decode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,19 +155,45 @@ def test_one_line():
     assert one_line("  \n ") == ""
 
 
-def test_reply_settings_from_env_and_flags(monkeypatch):
+def test_chat_takes_the_decoding_options_of_reply():
+    """One option block: the same flags, defaults, environment variables and range checks."""
+
+    def decoding_params(command: str) -> dict:
+        return {
+            p.name: (p.opts, p.default, p.envvar, repr(p.type))
+            for p in cli.commands[command].params
+            if p.envvar and p.name not in ("checkpoint", "device", "lm", "db", "plain")
+        }
+
+    assert decoding_params("chat") == decoding_params("reply")
+    assert {"temperature", "top_k", "top_p", "beam", "nbest", "max_len", "rng_seed"} <= decoding_params("chat").keys()
+
+
+def test_decoding_options_read_the_environment_and_flags_beat_it(monkeypatch):
+    import click
+
+    from chatrnn.cli.options import decoding_options, reply_settings
+
+    seen = []
+
+    @click.command()
+    @decoding_options
+    def probe(**kw):
+        seen.append(reply_settings(kw))
+
     monkeypatch.setenv("CHATRNN_TEMPERATURE", "0.5")
     monkeypatch.setenv("CHATRNN_NBEST", "2")
-    s = reply_settings(beam=4)
-    assert (s.temperature, s.nbest, s.beam) == (0.5, 2, 4)
-    assert reply_settings(temperature=0.9).temperature == 0.9  # a flag beats the environment
-    with pytest.raises(ChatrnnError):
-        reply_settings(top_p=2.0)
+    assert CliRunner().invoke(probe, ["--beam", "4"]).exit_code == 0
+    assert (seen[-1].temperature, seen[-1].nbest, seen[-1].beam) == (0.5, 2, 4)
+    assert CliRunner().invoke(probe, ["-t", "0.9"]).exit_code == 0
+    assert seen[-1].temperature == 0.9  # a flag beats the environment
+    r = CliRunner().invoke(probe, ["--top-p", "2"])
+    assert r.exit_code == 2 and "top-p" in r.output
 
 
 def test_chat_command_is_registered_and_imports_nothing_heavy():
     code = (
-        "import sys; from chatrnn.cli import cli; import chatrnn.tui.app, chatrnn.tui.models; "
+        "import sys; from chatrnn.cli import cli; import chatrnn.tui.app; "
         "assert 'chat' in cli.commands; print('torch' in sys.modules)"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -179,8 +205,6 @@ def test_chat_command_is_registered_and_imports_nothing_heavy():
 
 
 def test_chat_help_lists_the_flags():
-    from chatrnn.cli import cli
-
     r = CliRunner().invoke(cli, ["chat", "--help"])
     assert r.exit_code == 0
     for flag in (

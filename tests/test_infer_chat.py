@@ -52,7 +52,6 @@ def write_pairs(path: Path, pairs=PAIRS) -> Path:
 def trained(tmp_path_factory) -> Path:
     """A tiny model trained until it has memorised PAIRS (validated on the same pairs)."""
     from chatrnn.train.chat import ChatOptions, train_chat
-    from chatrnn.train.trainer import TrainConfig
 
     d = tmp_path_factory.mktemp("chat")
     mp = pytest.MonkeyPatch()
@@ -67,7 +66,7 @@ def trained(tmp_path_factory) -> Path:
             val_file=str(corpus),
             preset="tiny",
             max_len=32,
-            train=TrainConfig(max_steps=160, evals=1, warmup_steps=10, seed=3),
+            train=dict(max_steps=160, evals=1, warmup_steps=10, seed=3),
             device="cpu",
         )
         r = train_chat(opts)

@@ -67,12 +67,8 @@ def parse_chatterbot_yaml(text: str) -> ParsedYaml:
 
 def _data_dir() -> Path:
     """Where the installed chatterbot_corpus package keeps its ``data/<language>/`` folders."""
-    try:
-        import chatterbot_corpus
-    except ImportError as e:  # pragma: no cover - it is a declared dependency
-        raise ChatrnnError(
-            "the bundled corpus needs the chatterbot-corpus package: pip install chatterbot-corpus"
-        ) from e
+    import chatterbot_corpus  # a declared dependency, imported late: only the bundled corpus needs it
+
     return Path(chatterbot_corpus.__file__).resolve().parent / "data"
 
 

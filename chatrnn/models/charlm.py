@@ -1,11 +1,29 @@
-"""The character-level recurrent language model: embedding -> N-layer LSTM/GRU/RNN -> linear head.
+"""The character-level recurrent language model: embedding -> N recurrent layers -> linear head.
 
-Read top to bottom like nanoGPT's model.py: the config, the module, and a lean single-step path for
-sampling at batch 1 (where calling ``nn.LSTM`` once per character is dominated by overhead).
+Read top to bottom like nanoGPT's model.py: the config, the module (its ``forward`` and a short
+``generate``). This is the reference path only; ``fast.py`` holds the batch-1 sampler that
+inference uses (``LeanStepper``, tested against this file) and the float32-under-autocast guard.
+
+Shapes: B batch, T time steps, V vocabulary, E embedding, H hidden, L layers.
+
+Each layer is one single-layer ``nn.LSTM`` (or ``nn.GRU`` / ``nn.RNN``). For an LSTM, at each step t,
+with x_t the layer's input (the embedding for the first layer, the layer below's output otherwise)
+and the gates in PyTorch's order i, f, g, o (the four H-row blocks of ``weight_ih_l0``,
+``weight_hh_l0`` and both biases)::
+
+    i_t = σ(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)       input gate
+    f_t = σ(W_if x_t + b_if + W_hf h_{t-1} + b_hf)       forget gate
+    g_t = tanh(W_ig x_t + b_ig + W_hg h_{t-1} + b_hg)    cell candidate
+    o_t = σ(W_io x_t + b_io + W_ho h_{t-1} + b_ho)       output gate
+    c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    h_t = o_t ⊙ tanh(c_t)
+
+(The GRU's equations, gate order r, z, n, are in ``seq2seq.py``.)
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -13,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from chatrnn.config import JsonConfig
+from chatrnn.models.fast import rnn_fp32
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -32,103 +51,124 @@ class CharLMConfig(JsonConfig):
     skip: bool = False
 
 
+# (L, B, H) for a GRU / RNN; (h, c), each (L, B, H), for an LSTM.
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 class CharLM(nn.Module):
+    """embedding (E) -> L recurrent layers (H each, dropout after each) -> [concatenated, with skip
+    connections] -> [projection to E, when tied] -> head (V)."""
+
     def __init__(self, cfg: CharLMConfig):
         super().__init__()
         if cfg.cell not in CELLS:
             raise ValueError(f"cell must be one of {sorted(CELLS)}")
         self.cfg = cfg
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed)
-        self.rnn = CELLS[cfg.cell](
-            cfg.embed,
-            cfg.hidden,
-            num_layers=cfg.layers,
-            batch_first=True,
-            dropout=cfg.dropout if cfg.layers > 1 else 0.0,
-        )
+        E, H, L = cfg.embed, cfg.hidden, cfg.layers
+        self.embedding = nn.Embedding(cfg.vocab_size, E)
+        # One single-layer module per layer, rather than one nn.LSTM(num_layers=L): every layer's
+        # output is then at hand, for the skip connections and for dropout masks the caller supplies.
+        self.layers = nn.ModuleList(CELLS[cfg.cell](E if i == 0 else H, H, batch_first=True) for i in range(L))
         self.drop = nn.Dropout(cfg.dropout)
-        top = cfg.hidden * cfg.layers if cfg.skip else cfg.hidden  # what the head reads
+        top = H * L if cfg.skip else H  # what the head reads
         # Tying needs the head's input to have the embedding's width: project down when they differ.
-        self.proj = nn.Linear(top, cfg.embed) if cfg.tie_weights and top != cfg.embed else None
-        self.head = nn.Linear(cfg.embed if cfg.tie_weights else top, cfg.vocab_size)
+        self.proj = nn.Linear(top, E) if cfg.tie_weights and top != E else None
+        self.head = nn.Linear(E if cfg.tie_weights else top, cfg.vocab_size)
         if cfg.tie_weights:
             self.head.weight = self.embedding.weight
         self._init_weights()
+        # Wherever this module's weights are loaded (inference, resume, the weight average's copy),
+        # old checkpoints' names are mapped first.
+        self.register_load_state_dict_pre_hook(_upgrade_hook)
 
     def _init_weights(self) -> None:
         """Orthogonal recurrent weights keep gradients alive through long unrolls; an LSTM forget
         gate biased to 1 starts by remembering (Jozefowicz et al., 2015)."""
         H = self.cfg.hidden
-        for name, p in self.rnn.named_parameters():
-            if name.startswith("weight_hh"):
-                for block in p.data.split(H, dim=0):
+        for name, p in self.layers.named_parameters():
+            if "weight_hh" in name:
+                for block in p.data.split(H, dim=0):  # one block per gate
                     nn.init.orthogonal_(block)
-            elif name.startswith("weight_ih"):
+            elif "weight_ih" in name:
                 nn.init.xavier_uniform_(p.data)
-            elif name.startswith("bias"):
+            else:
                 nn.init.zeros_(p.data)
-                if self.cfg.cell == "lstm" and name.startswith("bias_ih"):
-                    p.data[H : 2 * H] = 1.0
+                if self.cfg.cell == "lstm" and "bias_ih" in name:
+                    p.data[H : 2 * H] = 1.0  # f, the second of i, f, g, o
         if self.cfg.tie_weights:
             nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         nn.init.zeros_(self.head.bias)
 
     def forward(
-        self, x: torch.Tensor, state: State | None = None, masks: list[torch.Tensor] | None = None
-    ) -> tuple[torch.Tensor, State]:
-        """Logits (B, T, V) for ids ``x`` (B, T), and the state after the last step.
+        self,
+        x: torch.Tensor,
+        state: State | None = None,
+        targets: torch.Tensor | None = None,
+        masks: list[torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+        """Logits (B, T, V) for ids ``x`` (B, T); the mean cross-entropy against ``targets`` (B, T)
+        when given, else None; and the state after the last step (pass it back in for the next window).
 
         ``masks`` (from :meth:`dropout_masks`) replaces the dropout that would draw from torch's
         global generator: the CPU trainer's threads each run a slice of one batch at the same time,
         and masks drawn per thread from their own generators keep such runs repeatable without making
         the threads take turns.
         """
-        emb = self.embedding(x)
-        if torch.is_autocast_enabled(emb.device.type):
-            # Keep the recurrence in float32 under autocast (the head still runs in bf16): CUDA autocast
-            # runs cuDNN RNNs in float16 whatever its dtype (aten's AutocastRNN casts to kHalf) and this
-            # trainer does no loss scaling; cuDNN's float32 RNN uses TF32 tensor cores anyway. On a CPU
-            # without bf16 support oneDNN cannot build a bf16 LSTM at all.
-            with torch.autocast(emb.device.type, enabled=False):
-                out, state = self._recur(emb.float(), state, masks)
-        else:
-            out, state = self._recur(emb, state, masks)
-        if self.proj is not None:
-            out = self.proj(out)
-        return self.head(out), state
-
-    def _recur(self, emb: torch.Tensor, state: State | None, masks: list[torch.Tensor] | None):
-        """The recurrent core plus dropout: what the head reads, and the new state."""
-        if masks is None and not self.cfg.skip:  # all layers in one call (one cuDNN kernel on a GPU)
-            out, state = self.rnn(emb, state)
-            return self.drop(out), state
-        # Layer by layer, through the functions nn.LSTM itself calls, so that each layer's output
-        # can be masked and, with skip connections, kept.
-        rnn, L, lstm = self.rnn, self.cfg.layers, self.cfg.cell == "lstm"
-        fn = {"lstm": torch.lstm, "gru": torch.gru, "rnn": torch.rnn_tanh}[self.cfg.cell]
-        if state is None:
-            state = self.init_state(emb.shape[0], emb.device)
-        out, outs, hs, cs = emb, [], [], []
-        for layer in range(L):
-            hx = (state[0][layer : layer + 1], state[1][layer : layer + 1]) if lstm else state[layer : layer + 1]
-            out, *st = fn(out, hx, rnn.all_weights[layer], rnn.bias, 1, 0.0, self.training, False, True)
-            out = out * masks[layer] if masks is not None else self.drop(out)
+        out = self.embedding(x)  # (B, T, E)
+        outs, hs, cs = [], [], []
+        for i, rnn in enumerate(self.layers):
+            out, st = rnn_fp32(rnn, out, _layer_state(state, i))  # (B, T, H)
+            out = out * masks[i] if masks is not None else self.drop(out)
             outs.append(out)
-            hs.append(st[0])
-            if lstm:
+            if isinstance(st, tuple):  # LSTM: (h, c), each (1, B, H)
+                hs.append(st[0])
                 cs.append(st[1])
-        new_state: State = (torch.cat(hs), torch.cat(cs)) if lstm else torch.cat(hs)
-        return (torch.cat(outs, dim=-1) if self.cfg.skip else out), new_state
+            else:
+                hs.append(st)
+        top = torch.cat(outs, dim=-1) if self.cfg.skip else out  # (B, T, L*H) or (B, T, H)
+        if self.proj is not None:
+            top = self.proj(top)  # (B, T, E)
+        logits = self.head(top)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1))
+        new_state: State = (torch.cat(hs), torch.cat(cs)) if cs else torch.cat(hs)  # (L, B, H)
+        return logits, loss, new_state
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        max_new: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``prompt`` (B, T) continued by ``max_new`` ids (B, T + max_new): temperature 0 is greedy.
+
+        The plain way, one ``forward`` per character; ``infer.Generator`` streams through
+        ``fast.LeanStepper`` instead (the same maths, several times faster at batch 1)."""
+        logits, _, state = self(prompt)
+        ids = [prompt]
+        for _ in range(max_new):
+            last = logits[:, -1].float()  # (B, V)
+            if temperature <= 0:
+                nxt = last.argmax(-1, keepdim=True)  # (B, 1)
+            else:
+                last = last / temperature
+                if 0 < top_k < last.size(-1):
+                    last = last.masked_fill(last < torch.topk(last, top_k).values[:, -1:], float("-inf"))
+                nxt = torch.multinomial(torch.softmax(last, -1), 1, generator=generator)  # (B, 1)
+            ids.append(nxt)
+            logits, _, state = self(nxt, state)
+        return torch.cat(ids, dim=1)
 
     def dropout_masks(
         self, batch: int, seq_len: int, generator: torch.Generator | None = None
     ) -> list[torch.Tensor] | None:
         """One scaled keep-mask (B, T, H) per layer output, the last one for the output dropout: the
-        same places ``nn.Dropout`` and the RNN's inter-layer dropout would apply. None when the model
-        would drop nothing (evaluation, or no dropout)."""
+        same places ``self.drop`` would apply. None when the model would drop nothing (evaluation,
+        or no dropout)."""
         p = self.cfg.dropout
         if not self.training or p <= 0:
             return None
@@ -139,16 +179,21 @@ class CharLM(nn.Module):
             for _ in range(self.cfg.layers)
         ]
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        logits, state = self(x, state)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1)), state
-
     def init_state(self, batch: int, device: torch.device | str = "cpu") -> State:
         z = torch.zeros(self.cfg.layers, batch, self.cfg.hidden, device=device)
         return (z, z.clone()) if self.cfg.cell == "lstm" else z
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+def _layer_state(state: State | None, i: int) -> State | None:
+    """Layer ``i``'s slice (1, B, H) of a model state."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return state[0][i : i + 1], state[1][i : i + 1]
+    return state[i : i + 1]
 
 
 def detach_state(state: State | None) -> State | None:
@@ -160,73 +205,19 @@ def detach_state(state: State | None) -> State | None:
     return state.detach()
 
 
-class LeanStepper:
-    """Batch-1 inference for an LSTM ``CharLM`` with as few kernel launches as possible.
+# ----- checkpoints written before the per-layer modules --------------------------------------------------
+# They held one multi-layer module: their ``rnn.weight_ih_l1`` is ``layers.1.weight_ih_l0`` now. The
+# parameters come in the same order, so an optimizer state saved then still lines up.
+_OLD_KEY = re.compile(r"rnn\.((?:weight|bias)_(?:ih|hh))_l(\d+)$")
 
-    Per character the work is three matrix-vector products (first layer's recurrent weights, each
-    deeper layer's input+recurrent weights concatenated, the head) plus a handful of pointwise ops:
-    the first layer's input projection is folded into a (V, 4H) table looked up by the character id.
-    Same weights, same maths as ``CharLM.forward`` (a test checks the logits agree).
-    """
 
-    def __init__(self, model: CharLM):
-        if model.cfg.cell != "lstm":
-            raise ValueError("LeanStepper supports LSTM models")
-        cfg = model.cfg
-        H = cfg.hidden
-        self.H, self.layers, self.skip = H, cfg.layers, cfg.skip
-        with torch.no_grad():
-            rnn = model.rnn
-            dev = model.head.weight.device
-            w_ih0, w_hh0 = rnn.weight_ih_l0.float(), rnn.weight_hh_l0.float()
-            b0 = (rnn.bias_ih_l0 + rnn.bias_hh_l0).float()
-            self.table0 = (model.embedding.weight.float() @ w_ih0.t() + b0).contiguous()
-            self.w_hh0 = w_hh0.contiguous()
-            self.w_cat = []
-            self.b = []
-            for layer in range(1, cfg.layers):
-                w_ih = getattr(rnn, f"weight_ih_l{layer}").float()
-                w_hh = getattr(rnn, f"weight_hh_l{layer}").float()
-                self.w_cat.append(torch.cat([w_ih, w_hh], dim=1).contiguous())
-                self.b.append((getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")).float())
-            if model.proj is not None:
-                self.proj_w, self.proj_b = model.proj.weight.float().contiguous(), model.proj.bias.float()
-            else:
-                self.proj_w = self.proj_b = None
-            self.head_w, self.head_b = model.head.weight.float().contiguous(), model.head.bias.float()
-        # hs = [h_0 | h_1 | ... ]: layer l >= 1 reads [h_{l-1} (this step) ; h_l (last step)], which
-        # is the contiguous slice hs[(l-1)H:(l+1)H], so no concatenation or copy is needed per step;
-        # with skip connections the head reads all of hs.
-        self.hs = torch.zeros(cfg.layers * H, device=dev)
-        self.c = [torch.zeros(H, device=dev) for _ in range(cfg.layers)]
-        self.gates = torch.empty(4 * H, device=dev)
-        self.sig = torch.empty(4 * H, device=dev)
-        self.tg = torch.empty(H, device=dev)
-        self.tc = torch.empty(H, device=dev)
-        self.logits = torch.empty(cfg.vocab_size, device=dev)
+def upgrade_state_dict(state_dict: dict, prefix: str = "") -> None:
+    """Rename old checkpoint keys in place (see ``_OLD_KEY``); keys already new are left alone."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        m = _OLD_KEY.fullmatch(key[len(prefix) :])
+        if m:
+            state_dict[f"{prefix}layers.{m.group(2)}.{m.group(1)}_l0"] = state_dict.pop(key)
 
-    def reset(self) -> None:
-        self.hs.zero_()
-        for t in self.c:
-            t.zero_()
 
-    @torch.inference_mode()
-    def step(self, token: int) -> torch.Tensor:
-        """Feed one id; returns the next-token logits (a buffer reused by the next call)."""
-        H, g, sig, hs = self.H, self.gates, self.sig, self.hs
-        for layer in range(self.layers):
-            if layer == 0:
-                torch.addmv(self.table0[token], self.w_hh0, hs[:H], out=g)
-            else:
-                torch.addmv(self.b[layer - 1], self.w_cat[layer - 1], hs[(layer - 1) * H : (layer + 1) * H], out=g)
-            torch.sigmoid(g, out=sig)
-            torch.tanh(g[2 * H : 3 * H], out=self.tg)
-            c = self.c[layer]
-            c.mul_(sig[H : 2 * H]).addcmul_(sig[:H], self.tg)
-            torch.tanh(c, out=self.tc)
-            torch.mul(sig[3 * H :], self.tc, out=hs[layer * H : (layer + 1) * H])
-        top = hs if self.skip else hs[(self.layers - 1) * H :]
-        if self.proj_w is not None:
-            top = torch.addmv(self.proj_b, self.proj_w, top)
-        torch.addmv(self.head_b, self.head_w, top, out=self.logits)
-        return self.logits
+def _upgrade_hook(module: nn.Module, state_dict: dict, prefix: str, *_) -> None:
+    upgrade_state_dict(state_dict, prefix)

@@ -46,19 +46,6 @@ def draw(probs: torch.Tensor, generator: torch.Generator | None = None) -> int:
     return min(int(torch.searchsorted(cdf, u, right=True).item()), probs.numel() - 1)
 
 
-def sample(
-    logits: torch.Tensor,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-) -> int:
-    """One token id drawn from :func:`next_token_probs`."""
-    if temperature <= 0:
-        return int(torch.argmax(logits))
-    return draw(next_token_probs(logits, temperature, top_k, top_p), generator)
-
-
 def top_candidates(probs: torch.Tensor, k: int) -> list[tuple[int, float]]:
     """The ``k`` most likely ids with their probabilities (for the TUI's candidate view)."""
     k = min(k, probs.numel())

@@ -13,6 +13,19 @@ the fixes their users ask for:
   the encoder and decoder may differ in what their state means.
 
 Shapes: B batch, S source (prompt) length, T target (reply) length, H hidden, E embedding, V vocab.
+
+Every recurrent layer is a single-layer ``nn.GRU``. At each step t, with x_t the layer's input and the
+gates in PyTorch's order r, z, n (the three H-row blocks of ``weight_ih_l0``, ``weight_hh_l0`` and both
+biases)::
+
+    r_t = σ(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)          reset gate
+    z_t = σ(W_iz x_t + b_iz + W_hz h_{t-1} + b_hz)          update gate
+    n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))  candidate
+    h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
+
+This file is the reference path only: ``fast.py`` holds the one-step decoder that inference uses
+(the same equations on the weights, without a module call per step; tested against this file) and
+the float32-under-autocast guard.
 """
 
 from __future__ import annotations
@@ -26,6 +39,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from chatrnn.config import JsonConfig
+from chatrnn.models import fast
 
 ATTENTIONS = ("dot", "general", "concat")
 
@@ -95,15 +109,7 @@ class StackedGRU(nn.Module):
                     else self.drop(x)
                 )
             h0 = None if hidden is None else hidden[i * self.dirs : (i + 1) * self.dirs]
-            data = x.data if isinstance(x, PackedSequence) else x
-            if torch.is_autocast_enabled(data.device.type):
-                # The recurrence stays in float32 under autocast, as in the char LM: CUDA autocast
-                # runs cuDNN RNNs in float16 whatever dtype it was given, and we do no loss scaling.
-                x = x.to(torch.float32) if isinstance(x, PackedSequence) else x.float()
-                with torch.autocast(data.device.type, enabled=False):
-                    x, h = rnn(x, None if h0 is None else h0.float())
-            else:
-                x, h = rnn(x, h0)
+            x, h = fast.rnn_fp32(rnn, x, h0)
             finals.append(h)
         return x, torch.cat(finals, 0)
 
@@ -200,49 +206,40 @@ class Decoder(nn.Module):
         self.attention = Attention(cfg.attention, cfg.hidden)
         self.combine = nn.Linear(2 * cfg.hidden, cfg.hidden, bias=False)  # W_c [context; state]
 
-    def step(
-        self, tokens: torch.Tensor, hidden: torch.Tensor, feed: torch.Tensor | None, enc: Encoded, lean: bool = False
+    def attend(self, h: torch.Tensor, enc: Encoded) -> tuple[torch.Tensor, torch.Tensor]:
+        """Luong's attentional state tanh(W_c [context; h]) and the attention weights, for decoder
+        outputs ``h`` (B, H) or (B, T, H)."""
+        context, weights = self.attention(h, enc.keys, enc.memory, enc.mask)  # (B, [T,] H), (B, [T,] S)
+        return torch.tanh(self.combine(torch.cat([context, h], dim=-1))), weights
+
+    def forward(
+        self, tokens: torch.Tensor, hidden: torch.Tensor, feed: torch.Tensor, enc: Encoded
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One reply position: ``tokens`` (B,) -> attentional state (B, H), new hidden, weights (B, S).
+        """Reads ``tokens`` (B, T): attentional states (B, T, H), the last hidden (L, B, H), attention
+        weights (B, T, S). ``feed`` (B, H) is the attentional state before the first token.
 
-        ``lean`` runs the GRU cell's equations directly on its weights: at batch 1 on a CPU a
-        one-step ``nn.GRU`` call costs ~1 ms of overhead per call, the maths ~50 us (inference only;
-        a test checks both paths agree).
+        With input feeding each position needs the previous one's attentional state, so the GRU
+        steps through the reply; without, nothing feeds back and the whole reply goes through the
+        GRU in one call with attention as one batched product (several times faster on a CPU).
         """
-        x = self.drop(self.embedding(tokens))
-        if self.cfg.input_feeding:
-            x = torch.cat([x, feed], dim=-1)
-        if lean:
-            hidden = gru_step(self.rnn, x, hidden)
-            h = hidden[-1]
-        else:
-            out, hidden = self.rnn(x.unsqueeze(1), hidden)
-            h = out.squeeze(1)
-        context, weights = self.attention(h, enc.keys, enc.memory, enc.mask)
-        attn_h = torch.tanh(self.combine(torch.cat([context, h], dim=-1)))
-        return attn_h, hidden, weights
-
-
-def gru_step(rnn: StackedGRU, x: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
-    """One time step of a (unidirectional, eval-mode) :class:`StackedGRU`, written out:
-    r = σ(W_ir x + W_hr h), z = σ(W_iz x + W_hz h), n = tanh(W_in x + r ⊙ W_hn h), h' = n + z ⊙ (h - n)
-    (biases included as in ``nn.GRU``). Returns the new hidden state (L, B, H)."""
-    out = []
-    for layer, cell in enumerate(rnn.layers):
-        h = hidden[layer]
-        gi = F.linear(x, cell.weight_ih_l0, cell.bias_ih_l0)
-        gh = F.linear(h, cell.weight_hh_l0, cell.bias_hh_l0)
-        i_r, i_z, i_n = gi.chunk(3, 1)
-        h_r, h_z, h_n = gh.chunk(3, 1)
-        r = torch.sigmoid(i_r + h_r)
-        z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + r * h_n)
-        x = n + z * (h - n)
-        out.append(x)
-    return torch.stack(out)
+        x = self.drop(self.embedding(tokens))  # (B, T, E)
+        if not self.cfg.input_feeding:
+            out, hidden = self.rnn(x, hidden)  # (B, T, H)
+            attn_h, weights = self.attend(out, enc)
+            return attn_h, hidden, weights
+        states, attns = [], []
+        for t in range(x.size(1)):
+            out, hidden = self.rnn(torch.cat([x[:, t], feed], dim=-1).unsqueeze(1), hidden)  # (B, 1, H)
+            feed, w = self.attend(out[:, 0], enc)  # (B, H), (B, S)
+            states.append(feed)
+            attns.append(w)
+        return torch.stack(states, 1), hidden, torch.stack(attns, 1)
 
 
 class Seq2Seq(nn.Module):
+    """Prompt -> encoder -> bridge -> decoder (attending over the encoder's outputs) -> head (V),
+    one embedding shared by both sides (and the head, when tied)."""
+
     def __init__(self, cfg: Seq2SeqConfig):
         super().__init__()
         self.cfg = cfg
@@ -284,7 +281,6 @@ class Seq2Seq(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
-    # ----- the pieces inference uses ------------------------------------------------------
     def encode(self, src: torch.Tensor, src_len: torch.Tensor) -> Encoded:
         memory, final = self.encoder(src, src_len)
         mask = torch.arange(src.size(1), device=src.device).unsqueeze(0) < src_len.to(src.device).unsqueeze(1)
@@ -301,18 +297,16 @@ class Seq2Seq(nn.Module):
             x = self.proj(x)
         return self.head(x)
 
-    def step(
-        self, tokens: torch.Tensor, hidden: torch.Tensor, feed: torch.Tensor, enc: Encoded, lean: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Decode one position for a batch: logits (B, V), hidden, next feed, attention (B, S)."""
-        attn_h, hidden, weights = self.decoder.step(tokens, hidden, feed, enc, lean=lean)
-        return self.logits(attn_h), hidden, attn_h, weights
-
-    # ----- training -------------------------------------------------------------------------
     def forward(
-        self, src: torch.Tensor, src_len: torch.Tensor, tgt_in: torch.Tensor, teacher_forcing: bool = True
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits (B, T, V) for every reply position, and attention weights (B, T, S).
+        self,
+        src: torch.Tensor,
+        src_len: torch.Tensor,
+        tgt_in: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        teacher_forcing: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """Logits (B, T, V) for every reply position; the mean cross-entropy against ``targets``
+        (B, T; padding ignored) when given, else None; and attention weights (B, T, S).
 
         With ``teacher_forcing`` the decoder reads the reference reply (``tgt_in``: BOS + reply);
         without, it reads its own greedy choice from the previous position (only ``tgt_in[:, 0]``
@@ -320,27 +314,57 @@ class Seq2Seq(nn.Module):
         caller's draw.
         """
         enc = self.encode(src, src_len)
-        if teacher_forcing and not self.cfg.input_feeding:
-            # Nothing feeds back: the whole reply goes through the GRU in one call and attention
-            # is one batched product, several times faster than stepping on a CPU.
-            dec = self.decoder
-            out, _ = dec.rnn(dec.drop(self.embedding(tgt_in)), enc.hidden)
-            context, weights = dec.attention(out, enc.keys, enc.memory, enc.mask)
-            attn_h = torch.tanh(dec.combine(torch.cat([context, out], dim=-1)))
-            return self.logits(attn_h), weights
-        hidden, feed = enc.hidden, self.initial_feed(enc)
-        states, attns = [], []
+        hidden, feed = enc.hidden, self.initial_feed(enc)  # (L, B, H), (B, H)
         if teacher_forcing:
-            for t in range(tgt_in.size(1)):
-                feed, hidden, w = self.decoder.step(tgt_in[:, t], hidden, feed, enc)
-                states.append(feed)
+            attn_h, _, weights = self.decoder(tgt_in, hidden, feed, enc)  # (B, T, H), _, (B, T, S)
+            logits = self.logits(attn_h)  # (B, T, V)
+        else:
+            tokens, steps, attns = tgt_in[:, :1], [], []  # (B, 1): BOS
+            for _ in range(tgt_in.size(1)):
+                attn_h, hidden, w = self.decoder(tokens, hidden, feed, enc)  # (B, 1, H), _, (B, 1, S)
+                feed = attn_h[:, 0]
+                steps.append(self.logits(attn_h))  # (B, 1, V)
                 attns.append(w)
-            return self.logits(torch.stack(states, 1)), torch.stack(attns, 1)
-        tokens, all_logits = tgt_in[:, 0], []
-        for _ in range(tgt_in.size(1)):
-            feed, hidden, w = self.decoder.step(tokens, hidden, feed, enc)
-            logits = self.logits(feed)
-            all_logits.append(logits)
-            attns.append(w)
-            tokens = logits.argmax(-1).detach()
-        return torch.stack(all_logits, 1), torch.stack(attns, 1)
+                tokens = steps[-1].argmax(-1).detach()  # (B, 1)
+            logits, weights = torch.cat(steps, 1), torch.cat(attns, 1)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=self.cfg.pad_id
+            )
+        return logits, loss, weights
+
+    # ----- decoding, one position at a time -------------------------------------------------
+    def step(
+        self, tokens: torch.Tensor, hidden: torch.Tensor, feed: torch.Tensor, enc: Encoded, lean: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Decode one position for a batch (``tokens`` (B,)): logits (B, V), hidden, next feed,
+        attention (B, S). ``lean`` (inference only) runs ``fast.decoder_step``: the same maths
+        without an ``nn.GRU`` call, ~20x less overhead at batch 1 on a CPU."""
+        if lean:
+            attn_h, hidden, weights = fast.decoder_step(self.decoder, tokens, hidden, feed, enc)
+        else:
+            attn_h, hidden, weights = self.decoder(tokens.unsqueeze(1), hidden, feed, enc)
+            attn_h, weights = attn_h[:, 0], weights[:, 0]
+        return self.logits(attn_h), hidden, attn_h, weights
+
+    @torch.no_grad()
+    def greedy(self, src: torch.Tensor, src_len: torch.Tensor, max_len: int = 40) -> list[list[int]]:
+        """The most likely token at every position, until EOS or ``max_len``: a reply (ids, without
+        EOS) per prompt of ``src`` (B, S). ``infer_chat.Responder`` adds sampling, beam search,
+        n-gram blocking and streaming on top of :meth:`step`."""
+        enc = self.encode(src, src_len)
+        hidden, feed = enc.hidden, self.initial_feed(enc)
+        tokens = torch.full((src.size(0),), self.cfg.bos_id, dtype=torch.long, device=src.device)
+        replies: list[list[int]] = [[] for _ in range(src.size(0))]
+        done = [False] * src.size(0)
+        for _ in range(max_len):
+            logits, hidden, feed, _ = self.step(tokens, hidden, feed, enc)
+            tokens = logits.argmax(-1)  # (B,)
+            for b, t in enumerate(tokens.tolist()):
+                done[b] = done[b] or t == self.cfg.eos_id
+                if not done[b]:
+                    replies[b].append(t)
+            if all(done):
+                break
+        return replies

@@ -9,6 +9,7 @@ are used up the position wraps to the start and ``reset`` tells the model to zer
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +22,10 @@ class RowBatch:
     x: torch.Tensor  # (B, T) int64 inputs
     y: torch.Tensor  # (B, T) int64 targets
     reset: bool  # True at the first window of a pass: start from a zero state
+    # Set by the char LM task, not here: the rows' state from the last window (None: zeros), and for
+    # a CPU shard the generator its dropout masks come from (None: the model's own dropout).
+    state: Any = None
+    generator: torch.Generator | None = None
 
 
 class StreamRows:

@@ -43,8 +43,7 @@ def train_both(
     """
     from chatrnn.train.charlm import CharLMOptions, train_charlm
     from chatrnn.train.chat import ChatOptions, train_chat
-    from chatrnn.train.launch import summarize
-    from chatrnn.train.trainer import TrainConfig
+    from chatrnn.train.summary import summarize
 
     t0 = time.monotonic()
     reporter = reporter or Reporter()
@@ -54,7 +53,7 @@ def train_both(
         out=root / "charlm",
         corpus=list(corpus),
         lang=lang,
-        train=TrainConfig(max_time=usable * CHARLM_SHARE, seed=seed),
+        train={"max_time": usable * CHARLM_SHARE, "seed": seed},
         device=device,
         sources=dialog_text_sources(list(corpus), lang),
     )
@@ -71,7 +70,7 @@ def train_both(
                 corpus=list(corpus),
                 lang=lang,
                 device=device,
-                train=TrainConfig(max_time=usable * (1 - CHARLM_SHARE), seed=seed),
+                train={"max_time": usable * (1 - CHARLM_SHARE), "seed": seed},
             ),
             dist,
             reporter,
@@ -79,7 +78,7 @@ def train_both(
         return None
     reporter.message(f"[1/2] char LM ({usable * CHARLM_SHARE:.0f}s)")
     r1 = train_charlm(char_opts, reporter=reporter, dist=dist)
-    summarize("charlm", r1, reporter)
+    summarize(r1, reporter)
     spent = time.monotonic() - t0
     if dist is not None:  # every rank must give the chat model the same budget
         spent = dist.max_float(spent)
@@ -93,10 +92,10 @@ def train_both(
         out=root / "chat",
         corpus=list(corpus),
         lang=lang,
-        train=TrainConfig(max_time=left, seed=seed, evals=1),
+        train={"max_time": left, "seed": seed, "evals": 1},
         device=device,
     )
     r2 = train_chat(chat_opts, reporter=reporter, dist=dist)
-    summarize("chat", r2, reporter)
+    summarize(r2, reporter)
     reporter.message('try: chatrnn generate --seed "Hello"   |   chatrnn reply "Hello"   |   chatrnn chat')
     return r1, r2

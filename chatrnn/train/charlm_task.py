@@ -1,6 +1,7 @@
 """The char LM as a training task: its batches, its loss, its evaluation, its checkpoint config.
 
-The trainer (``trainer.py``) owns everything else; this file is all the char model adds to it.
+The trainer (``trainer.py``) owns everything else; this file is all the char model adds to it
+(the interface it implements is ``task.py``'s :class:`Task`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,15 @@ import torch
 from chatrnn.charvocab import CharVocab
 from chatrnn.models.charlm import CharLM, detach_state
 from chatrnn.train.batches import RowBatch, StreamRows
+from chatrnn.train.cpu_parallel import ShardPool, shard_bounds, shard_generators
+from chatrnn.train.task import Loss, Task
 
 LN2 = math.log(2)
 EVAL_MAX_CHARS = 1_000_000
 EVAL_BURN_IN = 256  # characters a validation row reads before it scores (see evaluate_stream)
+# Bytes kept per token and hidden unit and layer for the backward pass (gates, cell and hidden
+# state, the layer's output and dropout mask), by cell type; a rough figure that errs high.
+_RNN_FLOATS = {"lstm": 8, "gru": 6, "rnn": 3}
 
 
 def metrics_from_loss(loss: float, count: int) -> dict:
@@ -68,7 +74,7 @@ def evaluate_stream(
             scored = (j[None, :-1] >= first_scored[:, None]) & (idx[:, :-1] < preds)
             x, y = ids[:, :-1].to(device), ids[:, 1:].to(device)
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                logits, state = model(x, state)
+                logits, _, state = model(x, state)
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1), reduction="none"
             )
@@ -81,6 +87,8 @@ def evaluate_stream(
 
 
 def _slice_state(state, lo: int, hi: int):
+    if state is None:
+        return None
     return tuple(s[:, lo:hi] for s in state) if isinstance(state, tuple) else state[:, lo:hi]
 
 
@@ -98,8 +106,12 @@ class CharLMData:
     corpus_names: list[str]
 
 
-class CharLMTask:
-    """Stateful TBPTT over ``data.train``; validation over ``data.val``."""
+class CharLMTask(Task):
+    """Stateful TBPTT over ``data.train``; validation over ``data.val``.
+
+    The rows' hidden state at the end of a window starts the next one: each batch carries the state
+    it starts from, :meth:`loss` hands the new one on, and :meth:`carry_over` keeps it. On a CPU the
+    trainer shards a batch by rows, each shard with its slice of the state."""
 
     kind = "charlm"
     unit = "chars"
@@ -123,73 +135,62 @@ class CharLMTask:
         self.state = None
         self.eval_rows = eval_rows
         self.pin = device.type == "cuda"
-        self.tokens_per_step = batch_size * self.rows.seq_len
 
-    def next_batch(self) -> RowBatch:
+    @property
+    def tokens_per_step(self) -> int:
+        return self.rows.batch_size * self.rows.seq_len
+
+    def next_batch(self, draw: float) -> RowBatch:
+        """The next window of every row, with the state the rows ended the last one in (``draw``
+        is unused: the char LM makes no per-batch random choice)."""
         b = self.rows.next(pin=self.pin)
         nb = self.device.type == "cuda"
-        return RowBatch(b.x.to(self.device, non_blocking=nb), b.y.to(self.device, non_blocking=nb), b.reset)
+        x, y = b.x.to(self.device, non_blocking=nb), b.y.to(self.device, non_blocking=nb)
+        return RowBatch(x, y, b.reset, state=None if b.reset else self.state)
 
-    def loss(self, model: torch.nn.Module, batch: RowBatch) -> tuple[torch.Tensor, int]:
-        if batch.reset:
-            self.state = None
-        logits, state = model(batch.x, self.state)
-        self.state = detach_state(state)
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), batch.y.reshape(-1))
-        return loss, batch.y.numel()
+    def loss(self, model: torch.nn.Module, batch: RowBatch) -> Loss:
+        """Summed next-character loss of the batch's (or shard's) rows, and their new state."""
+        masks = None
+        if batch.generator is not None:  # a CPU shard: masks from its own generator (see split)
+            masks = self.model.dropout_masks(batch.x.size(0), batch.x.size(1), generator=batch.generator)
+        logits, _, state = model(batch.x, batch.state, masks=masks)
+        total = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(), batch.y.reshape(-1), reduction="sum"
+        )
+        return Loss(total, batch.y.numel(), detach_state(state))
 
     # ----- CPU: the batch's rows sharded over threads (see cpu_parallel.py) ---------------------
-    cpu_shardable = True
-    pool = None  # set by the trainer while it runs
-
     @property
     def max_shards(self) -> int:
         return self.rows.batch_size
 
-    def forward_backward(self, model: torch.nn.Module, batch: RowBatch, pool) -> tuple[float, int]:
-        """The same gradients as ``loss(...).backward()`` on the whole batch, computed by ``pool.n``
-        threads on contiguous slices of the rows (each with its own slice of the TBPTT state).
+    def split(self, batch: RowBatch, n: int) -> list[RowBatch]:
+        """Contiguous slices of the rows, each with its slice of the carried state.
 
         Dropout would draw from torch's global generator in whatever order the threads run, so each
-        shard draws its masks from its own generator, seeded from the global one: runs stay the
-        same from run to run, and the threads never wait for each other."""
-        from chatrnn.train.cpu_parallel import shard_bounds, shard_generators, sum_gradients
+        shard draws its masks from its own generator, seeded here (in the trainer's thread) from the
+        global one: runs stay the same from run to run, and the threads never wait for each other."""
+        bounds = shard_bounds(batch.x.size(0), n)
+        return [
+            RowBatch(batch.x[lo:hi], batch.y[lo:hi], batch.reset, _slice_state(batch.state, lo, hi), gen)
+            for (lo, hi), gen in zip(bounds, shard_generators(n))
+        ]
 
-        if batch.reset:
-            self.state = None
-        B, T = batch.x.shape
-        bounds = shard_bounds(B, pool.n)
-        params = [p for p in model.parameters() if p.requires_grad]
-        gens = shard_generators(pool.n)
+    def carry_over(self, carries: list) -> None:
+        """The shards' new states, joined back in row order, start the next window."""
+        self.state = carries[0] if len(carries) == 1 else _cat_states(carries)
 
-        def work(i: int):
-            lo, hi = bounds[i]
-            state = None if self.state is None else _slice_state(self.state, lo, hi)
-            masks = self.model.dropout_masks(hi - lo, T, generator=gens[i])
-            logits, new_state = model(batch.x[lo:hi], state, masks=masks)
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.size(-1)).float(), batch.y[lo:hi].reshape(-1)
-            ) * ((hi - lo) / B)
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            return loss.detach(), grads, detach_state(new_state)
-
-        results = pool.map(work)
-        sum_gradients(params, [r[1] for r in results])
-        self.state = _cat_states([r[2] for r in results])
-        total = results[0][0]
-        for r in results[1:]:
-            total = total + r[0]
-        return float(total), batch.y.numel()
-
-    def evaluate(self, model: CharLM, autocast: torch.dtype | None = None) -> dict:
+    def evaluate(
+        self, model: torch.nn.Module, autocast: torch.dtype | None = None, pool: ShardPool | None = None
+    ) -> dict:
         """Scores the first ``EVAL_MAX_CHARS`` of validation: a 20 MB tail of a 200 MB corpus
         would otherwise cost minutes per evaluation; a million characters pins the loss to ~0.01."""
         val = self.data.val[:EVAL_MAX_CHARS]
-        if self.pool is None:
+        if pool is None:
             return evaluate_stream(
                 model, val, self.device, rows=self.eval_rows, autocast=autocast, rank=self.rank, world=self.world
             )
-        n = self.pool.n  # each thread scores its own rows, as a DDP rank would
+        n = pool.n  # each thread scores its own rows, as a DDP rank would
 
         def shard(i: int) -> dict:
             return evaluate_stream(
@@ -206,7 +207,7 @@ class CharLMTask:
         was_training = model.training
         model.eval()  # once, here: threads flipping the mode themselves would race
         try:
-            parts = self.pool.map(shard)
+            parts = pool.map(shard)
         finally:
             model.train(was_training)
         count = sum(p["chars"] for p in parts)
@@ -261,6 +262,14 @@ class CharLMTask:
 
     def write_extras(self, stage) -> None:
         """The char LM needs nothing beyond config.json and the weights."""
+
+    def activation_bytes(self, bytes_per_value: int) -> int:
+        """One step's activations on one rank: the RNN's saved state per token, plus the logits,
+        their float32 copy and the softmax gradient (the largest term with a big vocabulary)."""
+        cfg = self.model.cfg
+        tokens = self.tokens_per_step
+        per_token = cfg.layers * cfg.hidden * _RNN_FLOATS.get(cfg.cell, 8) + cfg.embed + cfg.hidden
+        return tokens * per_token * bytes_per_value + tokens * cfg.vocab_size * (bytes_per_value + 4 + 4)
 
     def describe(self) -> str:
         m = self.model.cfg

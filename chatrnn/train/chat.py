@@ -1,58 +1,127 @@
 """Library entry point for training the chat model: dialogs -> pairs -> tokenizer -> model -> trainer.
 
-The CLI's ``chatrnn train chat`` only parses flags into :class:`ChatOptions` and calls
-:func:`train_chat`; tests, the benchmark and the combined ``chatrnn train`` call it directly.
+The CLI's ``chatrnn train chat`` only turns the flags the user typed into :class:`ChatOptions` and
+calls :func:`train_chat`; tests, the benchmark and the combined ``chatrnn train`` call it directly.
+:func:`resolve_chat` decides every setting once (``chatrnn.settings``: flag > checkpoint > preset >
+default); everything after it reads the frozen :class:`ChatSettings`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from chatrnn import checkpoint as ckpt
-from chatrnn.config import CHAT_PRESETS, default_preset, fill_train_defaults
+from chatrnn.config import CHAT_DEFAULTS, CHAT_PRESETS, default_preset
 from chatrnn.corpus.dialogs import Pair, ReadReport, load_pairs
 from chatrnn.device import pick_device
 from chatrnn.errors import ChatrnnError
 from chatrnn.models.seq2seq import Seq2Seq, Seq2SeqConfig
+from chatrnn.settings import (
+    NOT_GIVEN,
+    TRAIN_KEYS,
+    Resolved,
+    Source,
+    TrainConfig,
+    check_fixed_on_resume,
+    check_known,
+    frozen,
+    merge,
+    per_rank_batch,
+    resolve,
+    resolve_preset_name,
+    stored_train_config,
+    train_defaults,
+)
 from chatrnn.subword import N_META, SubwordTokenizer
 from chatrnn.train.chat_task import ChatData, ChatTask, Example
 from chatrnn.train.progress import Reporter
-from chatrnn.train.trainer import TrainConfig, Trainer, TrainResult
+from chatrnn.train.trainer import Trainer, TrainResult
 
 MODEL_KEYS = ("embed", "hidden", "layers", "attention", "dropout", "tie_weights", "input_feeding")
 TOKENIZER_FILE = "tokenizer.model"
+DATA_KEYS = ("corpus", "lang", "fmt", "columns", "encoding", "val_fraction", "val_file", "context_turns")
+# Settings the trained weights or tokenizer are built on: on --resume they come from the checkpoint.
+SHAPE_KEYS = (*MODEL_KEYS, "max_len", "max_src_len", "vocab_size", "tokenizer")
+CHAT_TRAIN_KEYS = ("label_smoothing", "teacher_forcing", "tf_decay", "tf_min")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChatOptions:
+    """What the caller chose. A field left at ``NOT_GIVEN`` (or a key absent from ``model`` /
+    ``train``) is decided by the checkpoint, the preset or the default: see :func:`resolve_chat`."""
+
     out: Path
-    corpus: list[str] = field(default_factory=list)  # empty: the bundled chatterbot dialogs for ``lang``
-    lang: str = "english"
-    fmt: str | None = None
-    columns: tuple[str, str] | None = None
-    encoding: str | None = None
-    val_fraction: float = 0.1  # every round(1/f)-th pair, in corpus order
-    val_file: str | None = None
-    context_turns: int = 0
-    max_len: int | None = None  # prompt and reply tokens; longer pairs are dropped (preset's)
-    max_src_len: int | None = None  # encoder tokens incl. context (default: max_len * (1 + context_turns), <= 256)
-    vocab_size: int | None = None  # preset's, capped for small corpora unless given
-    tokenizer: str = "unigram"
-    model: dict = field(default_factory=dict)  # overrides of MODEL_KEYS
-    batch_size: int | None = None
-    label_smoothing: float | None = None
-    teacher_forcing: float = 1.0
-    tf_decay: float = 1.0  # teacher forcing ratio multiplied by this each epoch
-    tf_min: float = 0.0
-    train: TrainConfig = field(default_factory=TrainConfig)
-    lr_given: bool = False
+    corpus: Any = NOT_GIVEN
+    lang: Any = NOT_GIVEN
+    fmt: Any = NOT_GIVEN
+    columns: Any = NOT_GIVEN
+    encoding: Any = NOT_GIVEN
+    val_fraction: Any = NOT_GIVEN
+    val_file: Any = NOT_GIVEN
+    context_turns: Any = NOT_GIVEN
+    max_len: Any = NOT_GIVEN  # prompt and reply tokens; longer pairs are dropped
+    max_src_len: Any = NOT_GIVEN  # encoder tokens incl. context (default: max_len * (1 + context_turns), <= 256)
+    vocab_size: Any = NOT_GIVEN  # given: exactly this size; else the preset's, capped for small corpora
+    tokenizer: Any = NOT_GIVEN
+    batch_size: Any = NOT_GIVEN
+    label_smoothing: Any = NOT_GIVEN
+    teacher_forcing: Any = NOT_GIVEN
+    tf_decay: Any = NOT_GIVEN
+    tf_min: Any = NOT_GIVEN
+    preset: Any = NOT_GIVEN
+    model: Mapping[str, Any] = field(default_factory=dict)  # some of MODEL_KEYS
+    train: Mapping[str, Any] = field(default_factory=dict)  # some of TrainConfig's fields
     device: str | None = None
     resume: bool = False
-    preset: str | None = None
+
+    def given(self) -> dict[str, Any]:
+        """Every setting the caller chose, under one flat namespace (the names ``--dry-run`` shows)."""
+        check_known(self.model, MODEL_KEYS, "chat model")
+        check_known(self.train, TRAIN_KEYS, "training")
+        names = (*DATA_KEYS, "max_len", "max_src_len", "vocab_size", "tokenizer", "batch_size", *CHAT_TRAIN_KEYS)
+        out = {k: getattr(self, k) for k in (*names, "preset") if getattr(self, k) is not NOT_GIVEN}
+        if "corpus" in out:
+            out["corpus"] = tuple(out["corpus"])
+        if out.get("columns") is not None:
+            out["columns"] = tuple(out["columns"])
+        return {**out, **self.model, **self.train}
+
+
+@dataclass(frozen=True)
+class ChatSettings:
+    """A chat model run's settings, resolved (see :func:`resolve_chat`)."""
+
+    out: Path
+    device: str | None
+    resume_from: Path | None  # the checkpoint folder of ``--resume``
+    preset: str
+    corpus: tuple[str, ...]
+    lang: str
+    fmt: str | None
+    columns: tuple[str, str] | None
+    encoding: str | None
+    val_fraction: float
+    val_file: str | None
+    context_turns: int
+    max_len: int
+    max_src_len: int
+    vocab_size: int
+    vocab_exact: bool  # a typed --vocab-size is taken as is; the preset's is capped for small corpora
+    tokenizer: str
+    model: Mapping[str, Any]  # MODEL_KEYS
+    batch_size: int  # global, over all ranks
+    label_smoothing: float
+    teacher_forcing: float
+    tf_decay: float
+    tf_min: float
+    train: TrainConfig
+    resolved: Resolved  # every value and where it came from (``--dry-run``)
 
 
 def auto_vocab_size(texts: list[str], requested: int) -> int:
@@ -113,83 +182,128 @@ def _examples(
     return out
 
 
-def resolve_settings(opts: ChatOptions, device: torch.device) -> tuple[dict, dict]:
-    """Preset, then explicit flags: (model overrides, other settings)."""
-    name = opts.preset or default_preset(device.type)
-    if name not in CHAT_PRESETS:
-        raise ChatrnnError(f"unknown preset {name!r}; choose from {', '.join(CHAT_PRESETS)}")
-    p = dict(CHAT_PRESETS[name])
-    model = {k: p[k] for k in MODEL_KEYS if k in p}
-    model.update({k: v for k, v in opts.model.items() if v is not None})
-    other = {
-        "vocab_size": opts.vocab_size or p["vocab_size"],
-        "vocab_given": opts.vocab_size is not None,
-        "max_len": opts.max_len or p["max_len"],
-        "batch_size": opts.batch_size or p["batch_size"],
-        "lr": p["lr"],
-        "preset": p,
-        "label_smoothing": p["label_smoothing"] if opts.label_smoothing is None else opts.label_smoothing,
-    }
-    return model, other
+def _model_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in fields(Seq2SeqConfig) if f.name in MODEL_KEYS}
 
 
-def _load_pairs(opts: ChatOptions, corpus: list[str]) -> tuple[list[Pair], list[Pair], ReadReport, ReadReport | None]:
-    pairs, report = load_pairs(
-        [Path(c) for c in corpus] or None,
-        fmt=opts.fmt,
-        columns=opts.columns,
-        encoding=opts.encoding,
-        lang=opts.lang,
-        context_turns=opts.context_turns,
+def _stored(folder: Path) -> dict[str, Any]:
+    """The checkpoint layer: the settings the resumed run was trained with."""
+    saved = ckpt.read_config(folder, "chat")
+    model = saved.get("model", {})
+    stored = {k: v for k, v in model.items() if k in MODEL_KEYS}
+    data = saved.get("data", {})
+    stored.update({k: v for k, v in data.items() if k in DATA_KEYS})
+    if "corpus" in stored:
+        stored["corpus"] = tuple(stored["corpus"])
+    if stored.get("columns") is not None:
+        stored["columns"] = tuple(stored["columns"])
+    for key, value in (
+        ("context_turns", saved.get("context_turns")),
+        ("max_len", saved.get("max_len", model.get("max_tgt_len"))),
+        ("max_src_len", model.get("max_src_len")),
+        ("vocab_size", model.get("vocab_size")),
+        ("tokenizer", saved.get("tokenizer", {}).get("type")),
+        ("batch_size", saved.get("batch", {}).get("batch_size")),
+    ):
+        if value is not None:
+            stored[key] = value
+    stored.update({k: v for k, v in saved.get("chat_train", {}).items() if k in CHAT_TRAIN_KEYS})
+    stored.update(stored_train_config(ckpt.load_train_state(folder).get("train_config")))
+    return stored
+
+
+def resolve_chat(opts: ChatOptions, device_type: str) -> ChatSettings:
+    """Every setting of the run, decided once: flag > checkpoint (``--resume``) > preset > default.
+
+    ``max_src_len`` defaults to what the prompt and its context turns need (``max_len`` per turn,
+    at most 256); a typed ``--vocab-size`` is taken exactly, the preset's is capped for small corpora.
+    """
+    flags = opts.given()
+    stored: dict[str, Any] = {}
+    folder = None
+    if opts.resume:
+        folder = ckpt.resolve_checkpoint(opts.out, "chat")
+        stored = _stored(folder)
+        check_fixed_on_resume(flags, stored, SHAPE_KEYS)
+    defaults = {**CHAT_DEFAULTS, **_model_defaults(), **train_defaults(flags, fresh=not opts.resume)}
+    chosen = resolve_preset_name(flags, default_preset(device_type), CHAT_PRESETS)
+    layers = dict(flags=flags, checkpoint=stored, preset=CHAT_PRESETS[chosen["preset"]])
+    names = (*DATA_KEYS, "tokenizer", "vocab_size", "max_len", *MODEL_KEYS, "batch_size", *CHAT_TRAIN_KEYS)
+    r = resolve(names, defaults=defaults, **layers)
+    if r["context_turns"] < 0:
+        raise ChatrnnError("--context-turns must be 0 or more")
+    if not 0 <= r["teacher_forcing"] <= 1:
+        raise ChatrnnError("--teacher-forcing must be between 0 and 1")
+    src = resolve(
+        ["max_src_len"], defaults={"max_src_len": min(256, r["max_len"] * (1 + r["context_turns"]))}, **layers
     )
-    if opts.val_file:
-        val, val_report = load_pairs(
-            [Path(opts.val_file)],
-            fmt=opts.fmt,
-            columns=opts.columns,
-            encoding=opts.encoding,
-            lang=opts.lang,
-            context_turns=opts.context_turns,
-        )
+    r = merge(chosen, r, src, resolve(TRAIN_KEYS, defaults=defaults, **layers))
+    return ChatSettings(
+        out=Path(opts.out),
+        device=opts.device,
+        resume_from=folder,
+        preset=r["preset"],
+        corpus=tuple(r["corpus"]),
+        lang=r["lang"],
+        fmt=r["fmt"],
+        columns=r["columns"],
+        encoding=r["encoding"],
+        val_fraction=r["val_fraction"],
+        val_file=r["val_file"],
+        context_turns=r["context_turns"],
+        max_len=r["max_len"],
+        max_src_len=r["max_src_len"],
+        vocab_size=r["vocab_size"],
+        vocab_exact=r.origin["vocab_size"] in (Source.FLAG, Source.CHECKPOINT),
+        tokenizer=r["tokenizer"],
+        model=frozen(r.pick(MODEL_KEYS)),
+        batch_size=r["batch_size"],
+        label_smoothing=r["label_smoothing"],
+        teacher_forcing=r["teacher_forcing"],
+        tf_decay=r["tf_decay"],
+        tf_min=r["tf_min"],
+        train=r.train_config(),
+        resolved=r,
+    )
+
+
+def _load_pairs(s: ChatSettings) -> tuple[list[Pair], list[Pair], ReadReport, ReadReport | None]:
+    read = dict(fmt=s.fmt, columns=s.columns, encoding=s.encoding, lang=s.lang, context_turns=s.context_turns)
+    pairs, report = load_pairs([Path(c) for c in s.corpus] or None, **read)
+    if s.val_file:
+        val, val_report = load_pairs([Path(s.val_file)], **read)
         return pairs, val, report, val_report
-    train, val = _split(pairs, opts.val_fraction)
+    train, val = _split(pairs, s.val_fraction)
     return train, val, report, None
 
 
-def load_chat_data(
-    opts: ChatOptions,
-    corpus: list[str],
-    max_len: int,
-    max_src_len: int,
-    vocab_size: int,
-    vocab_given: bool,
-    tokenizer: SubwordTokenizer | None = None,
-) -> ChatData:
+def load_chat_data(s: ChatSettings, tokenizer: SubwordTokenizer | None = None) -> ChatData:
     """Read, split, train the tokenizer on the training split only (unless resuming), tokenize, filter."""
-    train_pairs, val_pairs, report, val_report = _load_pairs(opts, corpus)
+    train_pairs, val_pairs, report, val_report = _load_pairs(s)
     if tokenizer is None:
         texts = list(dict.fromkeys(t for p in train_pairs for t in (*p.context, p.prompt, p.reply)))
-        size = vocab_size if vocab_given else auto_vocab_size(texts, vocab_size)
-        tokenizer = SubwordTokenizer.train(texts, size, opts.tokenizer)
-    train = _examples(train_pairs, tokenizer, max_len, max_src_len, report)
+        size = s.vocab_size if s.vocab_exact else auto_vocab_size(texts, s.vocab_size)
+        tokenizer = SubwordTokenizer.train(texts, size, s.tokenizer)
+    train = _examples(train_pairs, tokenizer, s.max_len, s.max_src_len, report)
     val_kept = []
     val_ex = []
     for p in val_pairs:  # keep val pairs aligned with their examples (decoding needs the text)
-        ex = _examples([p], tokenizer, max_len, max_src_len, val_report if val_report is not None else report)
+        ex = _examples([p], tokenizer, s.max_len, s.max_src_len, val_report if val_report is not None else report)
         if ex:
             val_ex += ex
             val_kept.append(p)
-    where = ", ".join(corpus) if corpus else f"the bundled {opts.lang} corpus"
+    corpus = list(s.corpus)
+    where = ", ".join(corpus) if corpus else f"the bundled {s.lang} corpus"
     if not train:
         raise ChatrnnError(f"no training pairs left in {where} after filtering: {report.summary().splitlines()[0]}")
     if not val_ex:
         raise ChatrnnError(
-            f"no validation pairs left after filtering (longer than {max_len} tokens?); "
+            f"no validation pairs left after filtering (longer than {s.max_len} tokens?); "
             "raise --max-len or give --val-file"
         )
     summary = {
-        "sources": corpus[:20] if corpus else [f"chatterbot-corpus:{opts.lang}"],
-        "format": opts.fmt,
+        "sources": corpus[:20] if corpus else [f"chatterbot-corpus:{s.lang}"],
+        "format": s.fmt,
         "read": report.read,
         "kept": report.kept,
         "dropped": dict(report.dropped),
@@ -197,51 +311,24 @@ def load_chat_data(
         "report": report.summary(),
     }
     if val_report is not None:
-        summary["val_file"] = opts.val_file
+        summary["val_file"] = s.val_file
         summary["val_report"] = val_report.summary()
     return ChatData(tokenizer, train, val_ex, summary, val_kept)
 
 
-def build_chat(opts: ChatOptions, device: torch.device, dist=None) -> tuple[ChatTask, TrainConfig]:
-    """The task ready to train: fresh, or rebuilt from the checkpoint's config for ``--resume``."""
+def build_chat_task(s: ChatSettings, device: torch.device, dist=None) -> ChatTask:
+    """The task ready to train: a fresh model and tokenizer, or the checkpoint's for ``--resume``."""
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
-    if opts.resume:
-        folder = ckpt.resolve_checkpoint(opts.out, "chat")
-        saved = ckpt.read_config(folder, "chat")
+    if s.resume_from is not None:
+        saved = ckpt.read_config(s.resume_from, "chat")
         try:
             cfg = Seq2SeqConfig.from_dict(saved["model"])
         except (KeyError, TypeError, ValueError) as e:
-            raise ChatrnnError(f"{folder / ckpt.CONFIG} does not describe a chat model ({e})") from None
-        tok = SubwordTokenizer.load(folder / TOKENIZER_FILE)
-        data_args = saved.get("data", {})
-        corpus = list(opts.corpus) or list(data_args.get("corpus", []))
-        for k in ("fmt", "columns", "encoding", "val_file", "lang"):
-            if getattr(opts, k) in (None, "english") and data_args.get(k) is not None:
-                setattr(opts, k, tuple(data_args[k]) if k == "columns" else data_args[k])
-        opts.context_turns = int(saved.get("context_turns", opts.context_turns))
-        if "val_fraction" in data_args:
-            opts.val_fraction = data_args["val_fraction"]
-        stored = ckpt.load_train_state(folder)
-        train = TrainConfig.from_dict({**stored.get("train_config", {}), **_explicit_limits(opts.train)})
-        batch_size = opts.batch_size or saved.get("batch", {}).get("batch_size", 64)
-        ct = saved.get("chat_train", {})
-        label_smoothing, tf = ct.get("label_smoothing", 0.1), ct.get("teacher_forcing", 1.0)
-        tf_decay, tf_min = ct.get("tf_decay", 1.0), ct.get("tf_min", 0.0)
-        max_len = saved.get("max_len", cfg.max_tgt_len)
-        data = load_chat_data(opts, corpus, max_len, cfg.max_src_len, tok.vocab_size, True, tokenizer=tok)
-        tokenizer_type = saved.get("tokenizer", {}).get("type", "unigram")
+            raise ChatrnnError(f"{s.resume_from / ckpt.CONFIG} does not describe a chat model ({e})") from None
+        data = load_chat_data(s, tokenizer=SubwordTokenizer.load(s.resume_from / TOKENIZER_FILE))
+        tok = data.tokenizer
     else:
-        model_d, other = resolve_settings(opts, device)
-        train = TrainConfig.from_dict(opts.train.to_dict())
-        if not opts.lr_given:
-            train.lr = other["lr"]
-        fill_train_defaults(train, other["preset"])
-        max_len = other["max_len"]
-        if opts.context_turns < 0:
-            raise ChatrnnError("--context-turns must be 0 or more")
-        max_src_len = opts.max_src_len or min(256, max_len * (1 + opts.context_turns))
-        corpus = list(opts.corpus)
-        data = load_chat_data(opts, corpus, max_len, max_src_len, other["vocab_size"], other["vocab_given"])
+        data = load_chat_data(s)
         tok = data.tokenizer
         try:
             cfg = Seq2SeqConfig(
@@ -250,66 +337,50 @@ def build_chat(opts: ChatOptions, device: torch.device, dist=None) -> tuple[Chat
                 bos_id=tok.BOS,
                 eos_id=tok.EOS,
                 sep_id=tok.SEP,
-                max_src_len=max_src_len,
-                max_tgt_len=max_len,
-                **model_d,
+                max_src_len=s.max_src_len,
+                max_tgt_len=s.max_len,
+                **s.model,
             )
         except ValueError as e:
             raise ChatrnnError(str(e)) from None
-        batch_size = other["batch_size"]
-        label_smoothing, tf, tf_decay, tf_min = (
-            other["label_smoothing"],
-            opts.teacher_forcing,
-            opts.tf_decay,
-            opts.tf_min,
-        )
-        tokenizer_type = opts.tokenizer
-    if not 0 <= tf <= 1:
-        raise ChatrnnError("--teacher-forcing must be between 0 and 1")
     if dist is not None and dist.initialized:  # every rank built its own: they must be the same one
         dist.check_same("the tokenizer", tok.to_bytes())
-    torch.manual_seed(train.seed)
+    torch.manual_seed(s.train.seed)
     model = Seq2Seq(cfg).to(device)
-    if world > 1:
-        if batch_size % world:
-            raise ChatrnnError(f"batch size {batch_size} does not split over {world} ranks")
-        batch_size //= world  # --batch-size and the presets give the global batch
     extra = {
-        "tokenizer_type": tokenizer_type,
-        "max_len": max_len,
+        "tokenizer_type": s.tokenizer,
+        "max_len": s.max_len,
         "data": {
-            "corpus": corpus,
-            "fmt": opts.fmt,
-            "columns": list(opts.columns) if opts.columns else None,
-            "encoding": opts.encoding,
-            "lang": opts.lang,
-            "val_fraction": opts.val_fraction,
-            "val_file": opts.val_file,
+            "corpus": list(s.corpus),
+            "fmt": s.fmt,
+            "columns": list(s.columns) if s.columns else None,
+            "encoding": s.encoding,
+            "lang": s.lang,
+            "val_fraction": s.val_fraction,
+            "val_file": s.val_file,
         },
     }
-    task = ChatTask(
+    return ChatTask(
         model,
         data,
-        batch_size,
+        per_rank_batch(s.batch_size, world),
         device,
-        label_smoothing=label_smoothing,
-        teacher_forcing=tf,
-        tf_decay=tf_decay,
-        tf_min=tf_min,
-        context_turns=opts.context_turns,
-        seed=train.seed,
+        label_smoothing=s.label_smoothing,
+        teacher_forcing=s.teacher_forcing,
+        tf_decay=s.tf_decay,
+        tf_min=s.tf_min,
+        context_turns=s.context_turns,
+        seed=s.train.seed,
         rank=rank,
         world=world,
         extra_config=extra,
     )
-    return task, train
 
 
-def _explicit_limits(train: TrainConfig) -> dict:
-    """On resume, limits typed on the command line extend or shorten the stored run."""
-    return {
-        k: v for k, v in (("max_steps", train.max_steps), ("epochs", train.epochs), ("max_time", train.max_time)) if v
-    }
+def build_chat(opts: ChatOptions, device: torch.device, dist=None) -> tuple[ChatTask, TrainConfig]:
+    """Resolve the settings and build the task: what a training run (and its dry run) starts from."""
+    s = resolve_chat(opts, device.type)
+    return build_chat_task(s, device, dist), s.train
 
 
 def train_chat(opts: ChatOptions, reporter: Reporter | None = None, stop_check=None, dist=None) -> TrainResult:

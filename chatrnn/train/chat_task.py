@@ -2,12 +2,14 @@
 forcing, evaluation (loss, perplexity, bits per character of replies), and its part of the checkpoint.
 
 The trainer (``trainer.py``) owns everything else (optimiser, schedule, clipping, checkpoints,
-resume, Ctrl-C, NaN guard); this file is all the chat model adds to it.
+resume, Ctrl-C, NaN guard, the teacher-forcing draw's RNG, CPU sharding); this file is all the chat
+model adds to it (the interface it implements is ``task.py``'s :class:`Task`).
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -15,6 +17,8 @@ import torch.nn.functional as F
 
 from chatrnn.models.seq2seq import Seq2Seq
 from chatrnn.subword import SubwordTokenizer
+from chatrnn.train.cpu_parallel import ShardPool, Turns, shard_bounds
+from chatrnn.train.task import Loss, Task
 
 LN2 = math.log(2)
 POOL = 50  # batches per sorting pool: big enough to bucket well, small enough to stay random
@@ -45,6 +49,10 @@ class ChatBatch:
     tgt_in: torch.Tensor  # (B, T) BOS + reply, padded
     tgt_out: torch.Tensor  # (B, T) reply + EOS, padded
     chars: int = 0
+    tokens: int = 0  # positions scored: reply tokens + EOS (counted before the copy to the device)
+    forced: bool = True  # teacher-forced (the step's draw, made once for the whole batch)
+    turns: Turns | None = None  # a CPU shard whose forward pass takes its turn (see ChatTask.split)
+    shard: int = 0
 
 
 def collate(
@@ -67,12 +75,13 @@ def collate(
         tgt_out[i, : len(e.tgt) + 1] = torch.tensor([*e.tgt, eos])
     src_len = torch.tensor([len(s) for s in srcs], dtype=torch.int64)
     chars = sum(e.chars for e in examples)
+    tokens = int((tgt_out != pad).sum())
     if device is not None and device.type != "cpu":
         nb = device.type == "cuda"
         src, tgt_in, tgt_out = (
             t.pin_memory().to(device, non_blocking=nb) if nb else t.to(device) for t in (src, tgt_in, tgt_out)
         )
-    return ChatBatch(src, src_len, tgt_in, tgt_out, chars)
+    return ChatBatch(src, src_len, tgt_in, tgt_out, chars, tokens)
 
 
 class BucketedOrder:
@@ -192,7 +201,7 @@ def score_examples(
                 prompts=None if prompts is None else [prompts[i] for i in idx],
             )
             with torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-                logits, _ = model(batch.src.to(device), batch.src_len, batch.tgt_in.to(device))
+                logits, _, _ = model(batch.src.to(device), batch.src_len, batch.tgt_in.to(device))
             loss = F.cross_entropy(
                 logits.reshape(-1, logits.size(-1)).float(),
                 batch.tgt_out.to(device).reshape(-1),
@@ -214,7 +223,7 @@ def score_examples(
     }
 
 
-class ChatTask:
+class ChatTask(Task):
     """Bucketed pairs for the shared trainer; validation on ``data.val``."""
 
     kind = "chat"
@@ -253,22 +262,34 @@ class ChatTask:
         self.batch_size = self.order.batch_size
         mean_tgt = sum(len(e.tgt) + 1 for e in data.train) / len(data.train)
         mean_src = sum(len(e.src) for e in data.train) / len(data.train)
-        self.tokens_per_step = max(1, round(self.batch_size * mean_tgt))  # reply tokens (the unit trained on)
+        self._tokens_per_step = max(1, round(self.batch_size * mean_tgt))  # reply tokens (the unit trained on)
         cfg = model.cfg
         # --dry-run's activation estimate: GRU states and gates over both sides, plus logits and
         # their gradient (the largest term with a big vocabulary), in float32.
         max_tgt = max(len(e.tgt) + 1 for e in data.train)
         max_src = max(len(e.src) for e in data.train)
-        self.activation_bytes = int(
+        self._activation_bytes = int(
             4 * self.batch_size * ((max_src + max_tgt) * cfg.hidden * cfg.layers * 8 + max_tgt * cfg.vocab_size * 3)
         )
         self.mean_lengths = (mean_src, mean_tgt)
 
-    # ----- the Task protocol -----------------------------------------------------------------
-    def next_batch(self) -> ChatBatch:
+    @property
+    def tokens_per_step(self) -> int:
+        return self._tokens_per_step
+
+    def activation_bytes(self, bytes_per_value: int) -> int:
+        """The float32 estimate made from the longest pairs in ``__init__`` (whatever the autocast)."""
+        return self._activation_bytes
+
+    def next_batch(self, draw: float) -> ChatBatch:
+        """The next bucketed batch; ``draw`` (the trainer's, one per step) below the teacher-forcing
+        ratio makes it teacher-forced. The trainer saves its generator, so resume is exact."""
         idx = self.order.next()
         cfg = self.model.cfg
-        return collate([self.data.train[i] for i in idx], cfg.pad_id, cfg.bos_id, cfg.eos_id, self.device)
+        batch = collate([self.data.train[i] for i in idx], cfg.pad_id, cfg.bos_id, cfg.eos_id, self.device)
+        ratio = self.tf_ratio()
+        batch.forced = ratio >= 1.0 or draw < ratio
+        return batch
 
     def tf_ratio(self) -> float:
         """Teacher forcing ratio now: the start ratio decayed per epoch, floored at ``tf_min``."""
@@ -276,76 +297,52 @@ class ChatTask:
             return 1.0
         return max(self.tf_min, self.teacher_forcing * self.tf_decay**self.order.epoch_index)
 
-    def loss(self, model: torch.nn.Module, batch: ChatBatch) -> tuple[torch.Tensor, int]:
-        ratio = self.tf_ratio()
-        # Drawn from torch's global RNG (saved and restored by the trainer), so resume is exact.
-        forced = True if ratio >= 1.0 else bool(torch.rand(()) < ratio)
-        logits, _ = model(batch.src, batch.src_len, batch.tgt_in, teacher_forcing=forced)
-        pad = self.model.cfg.pad_id
-        loss = F.cross_entropy(
+    def loss(self, model: torch.nn.Module, batch: ChatBatch) -> Loss:
+        """Summed label-smoothed cross-entropy over the reply tokens (padding ignored)."""
+        with batch.turns.turn(batch.shard) if batch.turns is not None else nullcontext():
+            logits, _, _ = model(batch.src, batch.src_len, batch.tgt_in, teacher_forcing=batch.forced)
+        total = F.cross_entropy(
             logits.reshape(-1, logits.size(-1)).float(),
             batch.tgt_out.reshape(-1),
-            ignore_index=pad,
+            ignore_index=self.model.cfg.pad_id,
             label_smoothing=self.label_smoothing,
+            reduction="sum",
         )
-        return loss, int((batch.tgt_out != pad).sum())
+        return Loss(total, batch.tokens)
 
     # ----- CPU: the batch's pairs sharded over threads (see cpu_parallel.py) --------------------
-    cpu_shardable = True
-    pool = None  # set by the trainer while it runs
-
     @property
     def max_shards(self) -> int:
         return self.batch_size
 
-    def forward_backward(self, model: torch.nn.Module, batch: ChatBatch, pool) -> tuple[float, int]:
-        """The gradients of ``loss(...).backward()`` on the whole batch, computed by ``pool.n``
-        threads on slices of the pairs: each slice's summed token loss is divided by the whole
-        batch's token count, so the slices add up to the batch's mean. The teacher-forcing draw is
-        made once per batch, as in :meth:`loss`; with dropout the slices' forward passes take turns
-        in slice order so the masks (torch's global generator) are the same from run to run."""
-        import threading
-
-        from chatrnn.train.cpu_parallel import shard_bounds, sum_gradients
-
-        ratio = self.tf_ratio()
-        forced = True if ratio >= 1.0 else bool(torch.rand(()) < ratio)
+    def split(self, batch: ChatBatch, n: int) -> list[ChatBatch]:
+        """Slices of the pairs (kept at the batch's padded widths), all with the batch's
+        teacher-forcing draw. The model's dropout draws from torch's global generator, so with
+        dropout the slices' forward passes take turns in slice order and the masks are the same from
+        run to run; their backward passes still overlap."""
         pad = self.model.cfg.pad_id
-        total = int((batch.tgt_out != pad).sum())
-        bounds = [b for b in shard_bounds(batch.src.size(0), pool.n) if b[1] > b[0]]
-        params = [p for p in model.parameters() if p.requires_grad]
-        ordered = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
-        turns = [threading.Event() for _ in bounds]
-        turns[0].set()
-
-        def work(i: int):
-            if i >= len(bounds):
-                return None
-            lo, hi = bounds[i]
-            if ordered:
-                turns[i].wait()
-            try:
-                logits, _ = model(batch.src[lo:hi], batch.src_len[lo:hi], batch.tgt_in[lo:hi], teacher_forcing=forced)
-            finally:
-                if ordered and i + 1 < len(turns):
-                    turns[i + 1].set()
-            loss = (
-                F.cross_entropy(
-                    logits.reshape(-1, logits.size(-1)).float(),
-                    batch.tgt_out[lo:hi].reshape(-1),
-                    ignore_index=pad,
-                    label_smoothing=self.label_smoothing,
-                    reduction="sum",
-                )
-                / total
+        bounds = [(lo, hi) for lo, hi in shard_bounds(batch.src.size(0), n) if hi > lo]
+        dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.model.modules())
+        turns = Turns(len(bounds)) if dropout and self.model.training else None
+        return [
+            ChatBatch(
+                batch.src[lo:hi],
+                batch.src_len[lo:hi],
+                batch.tgt_in[lo:hi],
+                batch.tgt_out[lo:hi],
+                tokens=int((batch.tgt_out[lo:hi] != pad).sum()),
+                forced=batch.forced,
+                turns=turns,
+                shard=i,
             )
-            return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
+            for i, (lo, hi) in enumerate(bounds)
+        ]
 
-        results = [r for r in pool.map(work) if r is not None]
-        sum_gradients(params, [r[1] for r in results])
-        return float(sum(float(r[0]) for r in results)), total
-
-    def evaluate(self, model: Seq2Seq, autocast: torch.dtype | None = None) -> dict:
+    def evaluate(
+        self, model: torch.nn.Module, autocast: torch.dtype | None = None, pool: ShardPool | None = None
+    ) -> dict:
+        """Teacher-forced reply figures (see :func:`score_examples`); ``pool`` is not used: the pairs
+        are scored in the calling thread."""
         val = self.data.val[self.rank :: self.world]  # DDP: each rank scores its share; the trainer sums them
         return score_examples(model, val, self.device, self.eval_batch_size, autocast)
 

@@ -12,8 +12,10 @@ which is done here in a fixed order so that runs stay repeatable bit for bit.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
@@ -38,9 +40,10 @@ class ShardPool:
         self._threads_before = torch.get_num_threads()
         torch.set_num_threads(1)
 
-    def map(self, fn: Callable[[int], T]) -> list[T]:
-        """``[fn(0), ..., fn(n-1)]`` run concurrently, results in shard order."""
-        return list(self._pool.map(fn, range(self.n)))
+    def map(self, fn: Callable[[int], T], count: int | None = None) -> list[T]:
+        """``[fn(0), ..., fn(count-1)]`` (``count`` defaults to ``n``) run concurrently, results in
+        shard order."""
+        return list(self._pool.map(fn, range(self.n if count is None else count)))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -65,12 +68,40 @@ def shard_generators(n: int) -> list[torch.Generator]:
     return [torch.Generator().manual_seed(s) for s in seeds]
 
 
-def sum_gradients(params: list[torch.Tensor], per_shard: list[tuple[torch.Tensor | None, ...]]) -> None:
-    """Set ``p.grad`` to the sum of the shards' gradients, added in shard order (deterministic)."""
+def sum_gradients(
+    params: list[torch.Tensor], per_shard: list[tuple[torch.Tensor | None, ...]], scale: float = 1.0
+) -> None:
+    """Set ``p.grad`` to the sum of the shards' gradients, added in shard order (deterministic),
+    times ``scale`` (the trainer's 1 / positions scored: shards' losses are sums, see ``task.Loss``)."""
     for j, p in enumerate(params):
         total = None
         for grads in per_shard:
             g = grads[j]
             if g is not None:
                 total = g if total is None else total + g
+        if total is not None and scale != 1.0:
+            total.mul_(scale)
         p.grad = total
+
+
+class Turns:
+    """Shards that must run one part of their work one at a time, in shard order.
+
+    For models whose dropout draws from torch's global generator (the chat model's ``nn.Dropout`` and
+    GRU layers): threads drawing in whatever order they run would give other masks on every run, so
+    their forward passes take turns; the backward passes still overlap."""
+
+    def __init__(self, n: int):
+        self._events = [threading.Event() for _ in range(n)]
+        if n:
+            self._events[0].set()
+
+    @contextmanager
+    def turn(self, i: int) -> Iterator[None]:
+        """Wait for shard ``i``'s turn; pass it on when done (also on an error, so no shard hangs)."""
+        self._events[i].wait()
+        try:
+            yield
+        finally:
+            if i + 1 < len(self._events):
+                self._events[i + 1].set()

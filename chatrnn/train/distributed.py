@@ -29,8 +29,12 @@ import math
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from chatrnn.train.task import Task
 
 AGREE_EVERY_S = 0.1  # how often the ranks compare clocks and stop flags
 AGREE_MAX_STEPS = 64  # ... but at least every this many steps
@@ -106,11 +110,11 @@ class DistContext:
         return flag > 0, agreed
 
     # ----- checkpoints -------------------------------------------------------------------------
-    def gather_state(self, task, task_state: dict, rng: dict) -> tuple[dict, dict]:
+    def gather_state(self, task: Task, task_state: dict, rng: dict) -> tuple[dict, dict]:
         """Every rank calls this before a save; rank 0 gets the checkpoint's task and RNG state.
 
-        The task merges its ranks' states if it knows how (``merge_rank_states``: the char LM joins
-        its TBPTT hidden states in global row order), else rank 0's is kept. The RNG state keeps rank
+        The task merges its ranks' states (:meth:`Task.merge_rank_states`: the char LM joins its
+        TBPTT hidden states in global row order; by default rank 0's is kept). The RNG state keeps rank
         0's at the top level (what a single process restores) and every rank's under ``"ranks"``.
         """
         gathered: list = [None] * self.world
@@ -118,8 +122,7 @@ class DistContext:
         if not self.is_main:
             return task_state, rng
         states = [g[0] for g in gathered]
-        merge = getattr(task, "merge_rank_states", None)
-        merged = merge(states) if merge is not None else states[0]
+        merged = task.merge_rank_states(states)
         rngs = dict(gathered[0][1])
         rngs["ranks"] = [g[1] for g in gathered]
         return merged, rngs

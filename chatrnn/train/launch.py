@@ -1,10 +1,11 @@
 """Starting a training run from the CLI: single process or a torchrun rank, the dry-run plan, and
-the closing summary. Keeps ``cli.py`` free of torch."""
+the closing summary. Keeps the CLI free of torch. Imports ``both.py`` (for ``run_both``); ``both.py``
+never imports this module back."""
 
 from __future__ import annotations
 
 from chatrnn.train.progress import Reporter
-from chatrnn.units import format_duration
+from chatrnn.train.summary import report_throughput, summarize
 
 
 def _train_fn(kind: str):
@@ -34,7 +35,7 @@ def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | No
             return None
         result = _train_fn(kind)(opts, reporter=reporter, dist=dist)
         if dist is None or dist.is_main:
-            summarize(kind, result, reporter)
+            summarize(result, reporter)
             report_throughput(result, reporter)
         graceful = True
     finally:
@@ -82,40 +83,3 @@ def run_both(
     finally:
         if dist is not None:
             dist.close(graceful)
-
-
-def summarize(kind: str, result, reporter: Reporter) -> None:
-    m = result.last_metrics or {}
-    unit = "char" if kind == "charlm" else "token"
-    parts = [f"{result.steps:,} steps in {format_duration(result.elapsed)}"]
-    if result.best_val_loss is not None:
-        parts.append(f"best val loss {result.best_val_loss:.4f} nats/{unit}")
-    if m:
-        extra = f", {m['bpc']:.3f} bits/char" if "bpc" in m else ""
-        parts.append(f"last {m['loss']:.4f} (ppl {m['perplexity']:.2f}{extra})")
-    status = "stopped" if result.interrupted else "done"
-    reporter.message(f"{status}: " + "; ".join(parts))
-    reporter.message(f"checkpoint: {result.folder}")
-
-
-def report_throughput(result, reporter: Reporter) -> None:
-    """Average tokens/s over the run (all ranks, evaluation included) and, on a GPU, its peak memory."""
-    import json
-
-    import torch
-
-    try:
-        t = json.loads((result.folder / "config.json").read_text("utf-8"))["training"]
-    except (OSError, ValueError, KeyError):
-        return
-    line = ""
-    if t.get("train_time_s") and t.get("tokens"):
-        line = (
-            f"throughput: {t['tokens'] / t['train_time_s']:,.0f} "
-            f"{t.get('unit', 'tokens')}/s over {t.get('world_size', 1)} rank(s)"
-        )
-    if torch.cuda.is_available() and str(t.get("device", "")).startswith("cuda") and torch.cuda.is_initialized():
-        peak = torch.cuda.max_memory_allocated() / 2**30
-        line += f"{'; ' if line else ''}peak GPU memory {peak:.2f} GiB per rank"
-    if line:
-        reporter.message(line)

@@ -7,28 +7,20 @@ Under ``torchrun`` it shows the world it was started in; every rank builds it, r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from chatrnn.train.progress import Reporter
 from chatrnn.units import format_duration
 
-# Bytes kept per token and hidden unit and layer for the backward pass (gates, cell and hidden
-# state, the layer's output and dropout mask), by cell type; a rough figure that errs high.
-_RNN_FLOATS = {"lstm": 8, "gru": 6, "rnn": 3}
-
-
-def charlm_activation_bytes(task, bytes_per_value: int) -> int:
-    """Activation memory of one char-LM training step on one rank."""
-    cfg = task.model.cfg
-    tokens = task.rows.batch_size * task.rows.seq_len
-    per_token = cfg.layers * cfg.hidden * _RNN_FLOATS.get(cfg.cell, 8) + cfg.embed + cfg.hidden
-    logits = tokens * cfg.vocab_size * (bytes_per_value + 4 + 4)  # logits, their fp32 copy, the softmax grad
-    return tokens * per_token * bytes_per_value + logits
+if TYPE_CHECKING:
+    from chatrnn.train.task import Task
 
 
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
 
 
-def plan_lines(kind: str, task, train, device, dist) -> list[str]:
+def plan_lines(kind: str, task: Task, train, device, dist) -> list[str]:
     from chatrnn.device import autocast_dtype
 
     world = dist.world if dist is not None else 1
@@ -36,11 +28,7 @@ def plan_lines(kind: str, task, train, device, dist) -> list[str]:
     amp = autocast_dtype(device, train.amp)
     params = sum(p.numel() for p in {id(p): p for p in task.model.parameters()}.values())
     act_bytes = 2 if amp is not None else 4
-    if kind == "charlm":
-        act = charlm_activation_bytes(task, act_bytes)
-    else:
-        act = getattr(task, "activation_bytes", None)
-        act = act(act_bytes) if callable(act) else act
+    act = task.activation_bytes(act_bytes)
     # fp32 weights, grads and AdamW's two moments; DDP adds one gradient bucket copy
     state = params * (16 + (4 if world > 1 else 0))
     if device.type == "cuda":
@@ -56,7 +44,7 @@ def plan_lines(kind: str, task, train, device, dist) -> list[str]:
         f"parameters: {params:,} ({_mib(params * 4)} in fp32)",
         f"per step: {task.tokens_per_step * world:,} {task.unit} ({task.tokens_per_step:,} per rank)",
     ]
-    spe = getattr(task, "epoch_steps", None)
+    spe = task.epoch_steps
     limits = []
     if train.max_steps:
         limits.append(f"{train.max_steps:,} steps")
@@ -81,17 +69,23 @@ def plan_lines(kind: str, task, train, device, dist) -> list[str]:
 
 
 def print_plan(kind: str, opts, dist, reporter: Reporter) -> None:
+    """The plan of a run, then every setting with the layer it came from (flag / checkpoint / preset / default)."""
     from chatrnn.device import pick_device
+    from chatrnn.settings import settings_table
 
     device = dist.device if dist is not None else pick_device(opts.device)
     if kind == "charlm":
-        from chatrnn.train.charlm import build_charlm
+        from chatrnn.train.charlm import build_charlm_task, resolve_charlm
 
-        task, train = build_charlm(opts, device, dist)
+        settings = resolve_charlm(opts, device.type)
+        task = build_charlm_task(settings, device, dist)
     else:
-        from chatrnn.train.chat import build_chat
+        from chatrnn.train.chat import build_chat_task, resolve_chat
 
-        task, train = build_chat(opts, device, dist)
-    for line in plan_lines(kind, task, train, device, dist):
+        settings = resolve_chat(opts, device.type)
+        task = build_chat_task(settings, device, dist)
+    for line in plan_lines(kind, task, settings.train, device, dist):
         reporter.message(line)
-    reporter.message(f"checkpoint folder: {opts.out}" + (" (resumed)" if getattr(opts, "resume", False) else ""))
+    for line in settings_table(settings.resolved):
+        reporter.message(line)
+    reporter.message(f"checkpoint folder: {opts.out}" + (" (resumed)" if opts.resume else ""))

@@ -1,9 +1,11 @@
 """The one training loop both models share.
 
-A task (``charlm_task.py``, ``chat_task.py``) supplies batches, a loss, an evaluation and its part of
-the checkpoint; this loop supplies the rest: device and autocast, AdamW with warmup and cosine decay
-planned on whichever limit ends the run (steps, epochs or a wall-clock budget), gradient clipping,
-periodic evaluation with best/last checkpoints, exact resume, a NaN guard and a clean Ctrl-C.
+A task (``charlm_task.py``, ``chat_task.py``; the interface is ``task.py``) supplies batches, a loss,
+how to split a batch into shards, an evaluation and its part of the checkpoint; this loop supplies
+the rest: device and autocast, AdamW with warmup and cosine decay planned on whichever limit ends
+the run (steps, epochs or a wall-clock budget), the step's random draw, gradients (whole-batch, or
+sharded over CPU threads, through the same loss), clipping, periodic evaluation with best/last
+checkpoints, exact resume, a NaN guard and a clean Ctrl-C.
 """
 
 from __future__ import annotations
@@ -16,57 +18,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from chatrnn import checkpoint as ckpt
-from chatrnn.config import JsonConfig, fill_train_defaults
 from chatrnn.device import autocast_dtype
 from chatrnn.errors import ChatrnnError
+from chatrnn.settings import TrainConfig  # resolved, frozen: see chatrnn.settings
+from chatrnn.train.cpu_parallel import ShardPool, default_threads, sum_gradients
 from chatrnn.train.progress import Reporter
-
-
-@dataclass
-class TrainConfig(JsonConfig):
-    """Optimisation and run-control settings (the model's own shape lives in its config)."""
-
-    max_steps: int | None = None
-    epochs: float | None = None
-    max_time: float | None = None  # seconds of wall clock, evaluation included
-    lr: float = 3e-3
-    min_lr_ratio: float = 0.05
-    warmup_steps: int = 50
-    weight_decay: float | None = None  # None: the preset's (config.TRAIN_DEFAULTS without one)
-    grad_clip: float = 1.0
-    evals: int = 6  # evaluations per run, evenly spaced in progress (the last at the end)
-    eval_every: int | None = None  # or every N steps
-    seed: int = 1337
-    amp: bool | None = None  # bf16 autocast; default on for CUDA
-    threads: int | None = None  # CPU: batch shards run in parallel (default: the physical cores)
-    compile: bool = False  # torch.compile the training model (RNN layers graph-break: helps the rest)
-    # Decay per step of an exponential moving average of the weights (0: off; None: the preset's).
-    # Evaluations score the average; the last one scores the raw weights too, and the better
-    # become the best checkpoint.
-    ema: float | None = None
-
-
-class Task(Protocol):
-    kind: str
-    unit: str
-    model: torch.nn.Module
-    tokens_per_step: int
-
-    def next_batch(self) -> Any: ...
-    def loss(self, model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, int]: ...
-    def evaluate(self, model: torch.nn.Module, autocast: torch.dtype | None = None) -> dict: ...
-    @property
-    def epoch(self) -> float: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, d: dict) -> None: ...
-    def checkpoint_config(self) -> dict: ...
-    def write_extras(self, stage: ckpt.Stage) -> None: ...
-    def describe(self) -> str: ...
+from chatrnn.train.task import Loss, Task
 
 
 @dataclass
@@ -77,6 +39,7 @@ class TrainResult:
     elapsed: float
     interrupted: bool
     folder: Path
+    unit: str = "tokens"  # the task's: what a loss is per ("chars", "tokens")
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -98,6 +61,52 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
         seen.add(id(p))
         (decay if p.dim() >= 2 and "embedding" not in name else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def forward_backward(
+    task: Task,
+    model: torch.nn.Module,
+    batch: Any,
+    pool: ShardPool | None = None,
+    device: torch.device | None = None,
+    autocast: torch.dtype | None = None,
+) -> tuple[float, int]:
+    """The gradients of ``batch``'s mean loss (left in ``.grad``), that loss and its count.
+
+    The one loss path for both ways of running: :meth:`Task.loss` gives summed losses and the
+    gradient is of ``sum of totals / sum of counts``. Without ``pool``, one backward pass over the
+    whole batch (DDP's hooks expect exactly one). With it (CPU threads), each of the task's shards is
+    differentiated in its own thread and the gradients are added in shard order, then divided by the
+    batch's count: the whole batch's gradients up to float rounding, and bit for bit the same from
+    run to run. Autocast (``autocast`` on ``device``) is entered in each thread: its state is per thread.
+    """
+    dev = "cpu" if device is None else device.type
+
+    def loss_of(b: Any) -> Loss:
+        with torch.autocast(dev, dtype=autocast, enabled=autocast is not None):
+            return task.loss(model, b)
+
+    if pool is None:
+        out = loss_of(batch)
+        loss = out.total / max(1, out.count)
+        loss.backward()
+        task.carry_over([out.carry])
+        return float(loss.detach()), out.count
+    shards = task.split(batch, pool.n)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def work(i: int) -> tuple[Loss, tuple[torch.Tensor | None, ...]]:
+        out = loss_of(shards[i])
+        return out, torch.autograd.grad(out.total, params, allow_unused=True)
+
+    results = pool.map(work, len(shards))
+    count = sum(out.count for out, _ in results)
+    sum_gradients(params, [grads for _, grads in results], scale=1.0 / max(1, count))
+    task.carry_over([out.carry for out, _ in results])
+    total = results[0][0].total.detach()
+    for out, _ in results[1:]:
+        total = total + out.total.detach()
+    return float(total) / max(1, count), count
 
 
 def rng_state() -> dict:
@@ -136,7 +145,6 @@ class Trainer:
     ):
         if cfg.max_steps is None and cfg.epochs is None and cfg.max_time is None:
             raise ChatrnnError("give a limit: --max-steps, --epochs or --max-time")
-        fill_train_defaults(cfg, {})  # whatever no preset filled
         self.task = task
         self.cfg = cfg
         self.out = Path(out)
@@ -172,7 +180,10 @@ class Trainer:
         self.last_metrics: dict | None = None
         self.next_eval_at = 1
         self._interrupt = False
-        self.pool = None
+        self.pool: ShardPool | None = None  # CPU shard threads while running (see _shard_pool)
+        # The step's random draw (Task.next_batch), from its own generator: the same on every DDP
+        # rank, saved with the checkpoint, and independent of how dropout consumes torch's RNG.
+        self.draws = torch.Generator().manual_seed(cfg.seed)
         self.is_main = dist is None or dist.is_main
 
     # ----- progress and limits -------------------------------------------------------------
@@ -246,6 +257,7 @@ class Trainer:
                     "train_config": self.cfg.to_dict(),
                     "last_metrics": self.last_metrics,
                     "averaged": self.averaged.state_dict() if self.averaged is not None else None,
+                    "draws": self.draws.get_state(),
                 },
             )
             self.task.write_extras(st)
@@ -274,6 +286,10 @@ class Trainer:
             else:  # the run had no average: start one from here
                 self.averaged.update_parameters(self.model)
         self.task.load_state_dict(state["task"])
+        if state.get("draws") is not None:
+            self.draws.set_state(state["draws"])
+        else:  # a checkpoint from before the trainer drew: a fresh stream for the rest of the run
+            self.draws.manual_seed(self.cfg.seed + self.step)
         set_rng_state(state["rng"])
         if self.dist is not None:
             self.dist.restore_rng(state["rng"], self.cfg.seed, self.step)
@@ -284,18 +300,16 @@ class Trainer:
             raise KeyboardInterrupt
         self._interrupt = True
 
-    def _shard_pool(self):
-        """Batch-sharded CPU threads (see cpu_parallel.py) when the task supports them; not under
-        DDP, whose gradient hooks expect one backward pass per step."""
-        if self.device.type != "cpu" or self.dist is not None or not getattr(self.task, "cpu_shardable", False):
+    def _shard_pool(self) -> ShardPool | None:
+        """Batch-sharded CPU threads (see cpu_parallel.py) when the task can split its batches; not
+        under DDP, whose gradient hooks expect one backward pass per step."""
+        if self.device.type != "cpu" or self.dist is not None:
             return None
-        from chatrnn.train.cpu_parallel import ShardPool, default_threads
-
         n = min(self.cfg.threads or default_threads(), self.task.max_shards)
         return ShardPool(n) if n > 1 else None
 
     def evaluate(self, model: torch.nn.Module | None = None) -> dict:
-        m = self.task.evaluate(self.model if model is None else model, autocast=self.autocast)
+        m = self.task.evaluate(self.model if model is None else model, autocast=self.autocast, pool=self.pool)
         if self.dist is not None:
             m = self.dist.reduce_metrics(m)
         return m
@@ -311,8 +325,7 @@ class Trainer:
                 old_handler = signal.signal(signal.SIGINT, self._on_sigint)
             except ValueError:  # not in the main thread (e.g. under a test runner's thread)
                 old_handler = None
-        self.pool = self._shard_pool()
-        self.task.pool = self.pool  # evaluation uses the same threads
+        self.pool = self._shard_pool()  # evaluation uses the same threads
         self.reporter.start(
             self.task.describe() + f" on {self.device}" + (f" ({self.dist.world} ranks)" if self.dist else "")
         )
@@ -321,7 +334,7 @@ class Trainer:
         finally:
             if self.pool is not None:
                 self.pool.close()
-                self.task.pool = None
+                self.pool = None
             self.reporter.close()
             if old_handler is not None:
                 signal.signal(signal.SIGINT, old_handler)
@@ -348,15 +361,9 @@ class Trainer:
             lr = lr_at(cfg, self.step, progress)
             for g in self.opt.param_groups:
                 g["lr"] = lr
-            batch = self.task.next_batch()
+            batch = self.task.next_batch(float(torch.rand((), generator=self.draws)))
             self.opt.zero_grad(set_to_none=True)
-            if self.pool is not None:
-                loss_v, ntok = self.task.forward_backward(self.train_model, batch, self.pool)
-            else:
-                with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
-                    loss, ntok = self.task.loss(self.train_model, batch)
-                loss.backward()
-                loss_v = float(loss.detach())
+            loss_v, ntok = forward_backward(self.task, self.train_model, batch, self.pool, self.device, self.autocast)
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             if not (math.isfinite(loss_v) and math.isfinite(float(gnorm))):
                 where = f"; the last good checkpoint in {self.out} is kept" if (self.out / ckpt.CONFIG).exists() else ""
@@ -400,7 +407,7 @@ class Trainer:
                 )
         else:
             self._evaluate_and_save(elapsed, finished=True, lr=None, train_loss=loss_ema)
-        return TrainResult(self.step, self.best, self.last_metrics, elapsed, interrupted, self.out)
+        return TrainResult(self.step, self.best, self.last_metrics, elapsed, interrupted, self.out, self.task.unit)
 
     def _evaluate_and_save(self, elapsed: float, finished: bool, lr: float | None, train_loss: float | None) -> None:
         scored: dict[str, tuple[dict, torch.nn.Module]] = {}

@@ -1,16 +1,18 @@
 """``chatrnn chat``: the Textual app. Two tabs (Chat with the seq2seq model, Generate with the char
 LM), a model picker, stored conversations, help, the command palette.
 
-The app never touches torch: models are loaded and run by thread workers through
-:class:`~chatrnn.tui.models.ModelLoader` (swappable, which is how tests inject scripted models), and
-their tokens reach the UI through messages. See ``chat.py`` and ``generate.py`` for the panes.
+The app never touches torch: models are loaded by a thread worker through
+:class:`~chatrnn.tui.loading.ModelLoader` (swappable, which is how tests inject scripted models) and
+run by the panes' thread workers (``streaming.py``), and their tokens reach the UI through messages.
+The panes (``chat.py``, ``generate.py``) never call the app: they post the messages of
+``messages.py``, and the handlers here decide what happens.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
-import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,24 +26,35 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, Header, Input, Label, Markdown, OptionList, Static, TabbedContent, TabPane
 from textual.widgets.option_list import Option
 
-from chatrnn.decoding import GenerateSettings, ReplySettings, from_dict, to_dict
+from chatrnn.checkpoint import checkpoints_root
+from chatrnn.decoding import GenerateSettings, ReplySettings, from_dict
 from chatrnn.errors import ChatrnnError
-from chatrnn.tui.chat import SLASH_HELP, ChatPane, ConversationsChanged
-from chatrnn.tui.generate import GeneratePane, SettingsChanged
-from chatrnn.tui.models import (
+from chatrnn.tui.chat import SLASH_HELP, ChatPane
+from chatrnn.tui.generate import GeneratePane
+from chatrnn.tui.loading import (
     CHAT,
     KIND_LABEL,
     LM,
     CheckpointInfo,
     ModelLoader,
     NoCheckpoint,
-    checkpoints_root,
     discover,
     missing_message,
     model_label,
     train_hint,
 )
-from chatrnn.tui.widgets import Notice
+from chatrnn.tui.messages import (
+    ConversationsChanged,
+    ExportConversation,
+    LoadModel,
+    NewConversation,
+    Notice,
+    PickModel,
+    ShowConversations,
+)
+from chatrnn.tui.streaming import StreamingPane
+
+log = logging.getLogger(__name__)
 
 HELP = f"""\
 # chatrnn
@@ -103,9 +116,21 @@ class Tabs(TabbedContent):
 
 
 class ModelLoaded(Message):
-    def __init__(self, kind: str, model, name: str, error: str | None = None, missing: bool = False) -> None:
+    """A load ended: ``model`` (possibly with a ``warning``: its trial run failed), or an ``error``
+    (``missing``: there is no checkpoint of that kind at all)."""
+
+    def __init__(
+        self,
+        kind: str,
+        model: object,
+        name: str,
+        error: str | None = None,
+        missing: bool = False,
+        warning: str | None = None,
+    ) -> None:
         super().__init__()
         self.kind, self.model, self.name, self.error, self.missing = kind, model, name, error, missing
+        self.warning = warning
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,9 +377,7 @@ class ChatrnnApp(App):
         self.generate_settings = generate_settings or GenerateSettings()
         self.loader = loader or ModelLoader(device)
         self.load_models = load_models
-        self.gen_conversation_id: int | None = None
         self.wanted_tab = "chat"
-        self._gen_lock = threading.Lock()
         self.store_message: str | None = None
 
     # ---- layout ---------------------------------------------------------------------------
@@ -383,8 +406,8 @@ class ChatrnnApp(App):
         self._open_store()
         self.query_one("#chat-input").focus()
         if self.load_models:
-            self.load_chat(self.chat_checkpoint)
-            self.load_lm(self.lm_checkpoint)
+            self.load_model(CHAT, self.chat_checkpoint)
+            self.load_model(LM, self.lm_checkpoint)
         else:
             self.chat.set_no_model()
             self.gen.set_no_model()
@@ -393,10 +416,16 @@ class ChatrnnApp(App):
         sys.setswitchinterval(getattr(self, "_switch_interval", 0.005))
 
     def _open_store(self) -> None:
+        """Open the conversation history (or use the one given) and hand it to the panes, which
+        store their runs from their worker threads."""
+        if self.store is None:
+            self._open_db()
+        for pane in self.query(StreamingPane):
+            pane.store = self.store
+
+    def _open_db(self) -> None:
         from chatrnn.tui.store import Store, default_db_path
 
-        if self.store is not None:
-            return
         path = Path(self.db_path) if self.db_path else default_db_path()
         try:
             self.store, message = Store.open(path, busy_timeout=1.5)
@@ -415,34 +444,55 @@ class ChatrnnApp(App):
             self.notify(message, severity="warning", title="history", timeout=15)
 
     # ---- models ---------------------------------------------------------------------------
-    def load_chat(self, name: str | None = None) -> None:
-        self.chat.set_loading(str(name or ""))
-        self._load(CHAT, name)
+    def pane(self, kind: str) -> StreamingPane:
+        return self.chat if kind == CHAT else self.gen
 
-    def load_lm(self, name: str | None = None) -> None:
-        self.gen.set_loading(str(name or ""))
-        self._load(LM, name)
+    def load_model(self, kind: str, name: str | None = None) -> None:
+        """Load checkpoint ``name`` (None: the default) of ``kind`` into its pane, in a worker."""
+        self.pane(kind).set_loading(str(name or ""))
+        self._load(kind, name)
 
-    @work(thread=True, exit_on_error=False)
+    @work(thread=True, group="load", exit_on_error=False)
     def _load(self, kind: str, name: str | None) -> None:
+        """Load, then warm up: a model that loads but fails its trial run still reaches its pane
+        (the failure may be specific to the trial), with a warning on screen and in the log."""
+        label = str(name or "")
         try:
-            model = self.loader.load_chat(name) if kind == CHAT else self.loader.load_lm(name)
+            model = self.loader.load(kind, name)
         except NoCheckpoint as e:
-            self.post_message(ModelLoaded(kind, None, str(name or ""), str(e), missing=True))
+            self.post_message(ModelLoaded(kind, None, label, str(e), missing=True))
+            return
         except ChatrnnError as e:
-            self.post_message(ModelLoaded(kind, None, str(name or ""), str(e)))
+            self.post_message(ModelLoaded(kind, None, label, str(e)))
+            return
         except Exception as e:  # a damaged file torch chokes on, a bug: a notification, not a crash
-            self.post_message(ModelLoaded(kind, None, str(name or ""), f"{e.__class__.__name__}: {e}"))
-        else:
-            self.post_message(ModelLoaded(kind, model, str(name or "")))
+            log.exception("loading the %s model %r failed", kind, label)
+            self.post_message(ModelLoaded(kind, None, label, f"{e.__class__.__name__}: {e}"))
+            return
+        warning = None
+        try:
+            self.loader.warm(kind, model)
+        except Exception as e:
+            log.warning("the trial run of the %s model %s failed", kind, model_label(model), exc_info=True)
+            warning = str(e) if isinstance(e, ChatrnnError) else f"{e.__class__.__name__}: {e}"
+        self.post_message(ModelLoaded(kind, model, label, warning=warning))
 
     def on_model_loaded(self, event: ModelLoaded) -> None:
         if not self.screen_stack:
             return
-        pane = self.chat if event.kind == CHAT else self.gen
+        pane = self.pane(event.kind)
         if event.model is not None:
-            pane.set_model(event.model, model_label(event.model))
-            self.notify(f"{KIND_LABEL[event.kind]} model {model_label(event.model)} loaded", title="model", timeout=3)
+            label = model_label(event.model)
+            pane.set_model(event.model, label)
+            if event.warning:
+                self.notify(
+                    f"{KIND_LABEL[event.kind]} model {label} loaded, but its trial run failed: {event.warning}",
+                    severity="warning",
+                    title="model",
+                    timeout=10,
+                )
+            else:
+                self.notify(f"{KIND_LABEL[event.kind]} model {label} loaded", title="model", timeout=3)
             return
         if event.missing:
             pane.set_no_model(train_hint(event.kind))
@@ -461,12 +511,8 @@ class ChatrnnApp(App):
         def picked(info: CheckpointInfo | None) -> None:
             if info is None:
                 return
-            if info.kind == CHAT:
-                self.load_chat(str(info.path))
-                self.action_tab("chat")
-            else:
-                self.load_lm(str(info.path))
-                self.action_tab("generate")
+            self.load_model(info.kind or LM, str(info.path))
+            self.action_tab("chat" if info.kind == CHAT else "generate")
 
         self.push_screen(ModelPickerScreen(extra), picked)
 
@@ -510,6 +556,22 @@ class ChatrnnApp(App):
         if isinstance(top, ConversationsScreen):
             top.refresh_list(keep=top.selected)
 
+    # What the user asked a pane for (its slash commands).
+    def on_new_conversation(self, event: NewConversation) -> None:
+        self.action_new_conversation()
+
+    def on_show_conversations(self, event: ShowConversations) -> None:
+        self.action_conversations()
+
+    def on_pick_model(self, event: PickModel) -> None:
+        self.action_pick_model()
+
+    def on_load_model(self, event: LoadModel) -> None:
+        self.load_model(event.kind, event.name)
+
+    def on_export_conversation(self, event: ExportConversation) -> None:
+        self.export_conversation(event.conversation_id, event.path)
+
     # ---- conversations --------------------------------------------------------------------
     @property
     def active_tab(self) -> str:
@@ -517,8 +579,7 @@ class ChatrnnApp(App):
 
     def action_new_conversation(self) -> None:
         if self.active_tab == "generate":
-            self.gen_conversation_id = None
-            self.gen.query_one("#gen-output").clear_text()
+            self.gen.new_session()
             self.notify("new generate session", timeout=2)
         else:
             self.chat.new_conversation()
@@ -532,7 +593,7 @@ class ChatrnnApp(App):
             self.notify(str(e), severity="error", title="history")
             return
         if conv.mode == "generate":
-            self.gen_conversation_id = conv.id
+            self.gen.conversation_id = conv.id
             stored = (conv.settings or {}).get("generate")
             if isinstance(stored, dict):
                 try:
@@ -556,12 +617,12 @@ class ChatrnnApp(App):
             return
         if self.chat.conversation_id == cid:
             self.chat.new_conversation()
-        if self.gen_conversation_id == cid:
-            self.gen_conversation_id = None
+        if self.gen.conversation_id == cid:
+            self.gen.conversation_id = None
         self.notify("conversation deleted", title="history", timeout=3)
 
     def action_export(self) -> None:
-        cid = self.chat.conversation_id if self.active_tab == "chat" else self.gen_conversation_id
+        cid = self.pane(CHAT if self.active_tab == "chat" else LM).conversation_id
         self.export_conversation(cid)
 
     def export_conversation(self, cid: int | None, path: str | None = None) -> None:
@@ -588,37 +649,6 @@ class ChatrnnApp(App):
             self.notify(str(e), severity="error", title="export")
             return
         self.notify(f"saved {written}", title="export", timeout=6)
-
-    # ---- generate sessions ----------------------------------------------------------------
-    def save_generate(self, job, text: str) -> None:
-        """Store a finished (or stopped) run in this session's generate conversation. Called from
-        the generation thread, so a slow disk never stalls the UI and a run stopped by quitting is
-        still saved; the lock keeps two runs from each creating the session."""
-        if self.store is None or (not text and job.error):
-            return
-        meta = {"settings": to_dict(job.settings)}
-        if job.cancel.is_set():
-            meta["cancelled"] = True
-        try:
-            with self._gen_lock:
-                if self.gen_conversation_id is None:
-                    conv = self.store.create_conversation(
-                        mode="generate", checkpoint=_folder(job.model), settings={"generate": to_dict(job.settings)}
-                    )
-                    self.gen_conversation_id = conv.id
-                cid = self.gen_conversation_id
-            self.store.add_message(cid, "user", job.seed)
-            self.store.add_message(cid, "bot", text, meta)
-        except ChatrnnError as e:
-            self.post_message(Notice(str(e), "error", "history"))
-        self.post_message(ConversationsChanged())
-
-    def on_settings_changed(self, event: SettingsChanged) -> None:
-        if self.gen_conversation_id is not None:
-            try:
-                self.store.update_settings(self.gen_conversation_id, {"generate": to_dict(event.settings)})
-            except ChatrnnError as e:
-                self.notify(str(e), severity="error", title="history")
 
     # ---- command palette ------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -653,8 +683,3 @@ class ChatrnnApp(App):
             "Chat settings", "Show the decoding settings of this conversation", lambda: self.chat.command("/settings")
         )
         yield SystemCommand("Help", "Keys, commands and what the views show (F1)", self.action_help)
-
-
-def _folder(model) -> str | None:
-    folder = getattr(model, "folder", None)
-    return str(folder) if folder is not None else None

@@ -1,35 +1,42 @@
 """The Chat tab: a conversation with the seq2seq model, streamed from a thread worker.
 
-Enter sends; the reply streams token by token (the worker pushes tokens through a coalescing
-:class:`~chatrnn.tui.models.Pipe`, so the UI draws at its own pace and never blocks on the model);
-Esc sets the cancel event the model checks between tokens. Every bot reply keeps its attention
-weights; ``a`` on a focused reply (or ctrl+t for the latest) shows the heatmap.
+Enter sends; the reply streams token by token (the worker, pipe and throttled drawing are
+:class:`~chatrnn.tui.streaming.StreamingPane`'s, so the UI draws at its own pace and never blocks
+on the model); Esc sets the cancel event the model checks between tokens. Every bot reply keeps
+its attention weights; ``a`` on a focused reply (or ctrl+t for the latest) shows the heatmap.
 
 Lines starting with ``/`` are commands (``/help`` lists them); ``//text`` sends ``/text``.
 """
 
 from __future__ import annotations
 
-import contextvars
 import shlex
-import threading
 import time
-from dataclasses import dataclass, field, replace
+from collections.abc import Generator
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
-from textual.message import Message
+from textual.containers import VerticalScroll
 from textual.widgets import Input, Static
 
 from chatrnn.decoding import ReplySettings, set_value, to_dict
 from chatrnn.errors import ChatrnnError
-from chatrnn.tui.models import Pipe, missing_message, model_history, model_label, train_hint
-from chatrnn.tui.widgets import JobMessage, MessageView, Notice, transcript_text
+from chatrnn.tui.loading import CHAT, model_folder, train_hint
+from chatrnn.tui.messages import (
+    ConversationsChanged,
+    ExportConversation,
+    LoadModel,
+    NewConversation,
+    Notice,
+    PickModel,
+    ShowConversations,
+)
+from chatrnn.tui.streaming import StreamingPane, StreamJob
+from chatrnn.tui.widgets import MessageView, transcript_text
 
-#: Most redraws of a streaming reply per second (the first token is drawn at once).
-FPS = 30
 #: Messages kept as live bubbles (with their attention view). Every widget in the conversation
 #: costs time at each layout pass (each message sent, each keystroke that resizes the input), so
 #: when there are more than FOLD_AT, all but the last KEEP_VIEWS fold into one block of text above.
@@ -52,68 +59,74 @@ SLASH_HELP = """\
 /model NAME           load another chat checkpoint    /models    the model picker (ctrl+o)
 //text                send a message starting with /"""
 
-ALIASES = {
+#: Short names for the decoding settings (``/temp 0.7``): the one table the TUI uses; anything
+#: not here must be a field of :class:`~chatrnn.decoding.ReplySettings` itself.
+SETTING_ALIASES = {
+    "temp": "temperature",
+    "t": "temperature",
+    "k": "top_k",
+    "topk": "top_k",
+    "p": "top_p",
+    "topp": "top_p",
+    "beams": "beam",
+    "len": "max_len",
     "maxlen": "max_len",
     "max": "max_len",
     "minlen": "min_len",
+    "ngram": "no_repeat_ngram",
     "context": "context_turns",
     "ctx": "context_turns",
     "seed": "rng_seed",
     "lp": "length_penalty",
     "penalty": "length_penalty",
-    "beams": "beam",
-    "temperature": "temperature",
 }
 
 
-@dataclass
-class ReplyJob:
+def setting_field(name: str) -> str:
+    """The :class:`ReplySettings` field a typed setting name means (``/maxlen`` -> ``max_len``)."""
+    key = name.lower().replace("-", "_")
+    return SETTING_ALIASES.get(key, key)
+
+
+@dataclass(kw_only=True)
+class ReplyJob(StreamJob):
     message: str
-    history: list[tuple[str, str]]
+    history: list[str]
     settings: ReplySettings
-    model: object
     view: MessageView
     conversation_id: int | None
-    cancel: threading.Event = field(default_factory=threading.Event)
-    pipe: Pipe | None = None
-    done: bool = False
-    error: str | None = None
+    user_saved: bool = False  # the thread stored the user's message
     prompt_pieces: list[str] = field(default_factory=list)
-    text: str = ""
     pieces: list[str] = field(default_factory=list)
     attention: list[list[float]] = field(default_factory=list)
-    started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
-    reported: bool = False
 
 
-class ChatPane(Vertical):
+def _shown(tokens: list[Any]) -> tuple[list[str], list[list[float]]]:
+    """The pieces of ``tokens`` that carry attention (the heatmap's rows), weights rounded."""
+    shown = [t for t in tokens if t.piece or t.attention]
+    return [t.piece for t in shown], [[round(float(a), ATTN_DIGITS) for a in (t.attention or [])] for t in shown]
+
+
+class ChatPane(StreamingPane):
+    KIND = CHAT
+    MODEL_NOUN = "chat model"
+    STATUS_ID = "chat-status"
+
     BINDINGS = [
         Binding("escape", "stop", "Stop reply"),
         Binding("ctrl+t", "toggle_attention", "Attention"),
     ]
 
-    class Drain(JobMessage):
-        """New reply tokens are waiting in ``job``."""
-
-    class Replied(JobMessage):
-        """A reply finished (done, stopped or failed)."""
-
-    def __init__(self, settings: ReplySettings | None = None, **kw) -> None:
+    def __init__(self, settings: ReplySettings | None = None, **kw: Any) -> None:
         super().__init__(**kw)
         self.default_settings = settings or ReplySettings()
         self.settings = replace(self.default_settings)
-        self.model = None
-        self.model_name = ""
-        self.model_loading = False
-        self.conversation_id: int | None = None
         self.turns: list[tuple[str, str]] = []  # (role, text) of this conversation, for context
         self._folded: list[tuple[str, str]] = []  # older turns shown as one block of text
         self.job: ReplyJob | None = None
         #: perf_counter times at which the first token of each reply was on screen (benchmarks)
         self.first_token_times: list[float] = []
-        self._last_draw = 0.0
-        self._draw_scheduled = False
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="messages"):
@@ -124,34 +137,24 @@ class ChatPane(Vertical):
 
     def on_mount(self) -> None:
         self.query_one("#chat-earlier").display = False
-        self._status("")
-
-    def on_unmount(self) -> None:
-        if self.job is not None:
-            self.job.cancel.set()  # the app is closing: let the model thread finish
-
-    @property
-    def store(self):
-        return getattr(self.app, "store", None)
+        self.set_status("")
 
     # ---- model ---------------------------------------------------------------------------
     def set_loading(self, name: str) -> None:
-        self.model_loading = True
+        super().set_loading(name)
         self._empty(f"Loading {name or 'the chat model'}…")
-        self._status("loading…")
+        self.set_status("loading…")
 
-    def set_model(self, model, name: str = "") -> None:
-        self.model_loading = False
-        self.model = model
-        self.model_name = name or model_label(model)
+    def set_model(self, model: Any, name: str = "") -> None:
+        super().set_model(model, name)
         self._empty("" if self.turns else "Say something to the model. /help lists the commands, F1 the keys.")
-        self._status("ready")
+        self.set_status("ready")
 
     def set_no_model(self, message: str | None = None) -> None:
-        self.model_loading = False
+        super().set_no_model(message)
         if self.model is None:
-            self._empty(message or train_hint("chat"))
-            self._status("no chat model loaded")
+            self._empty(message or train_hint(CHAT))
+            self.set_status("no chat model loaded")
 
     def _empty(self, text: str) -> None:
         w = self.query_one("#chat-empty", Static)
@@ -181,11 +184,11 @@ class ChatPane(Vertical):
         self._empty(
             "New conversation. Say something."
             if self.model
-            else (train_hint("chat") if not self.model_loading else "Loading the chat model…")
+            else (train_hint(CHAT) if not self.model_loading else "Loading the chat model…")
         )
-        self._status("")
+        self.set_status("")
 
-    def load_conversation(self, conversation, messages) -> None:
+    def load_conversation(self, conversation: Any, messages: list[Any]) -> None:
         """Show a stored conversation and continue it (its settings come back too)."""
         self.clear()
         self.conversation_id = conversation.id
@@ -207,7 +210,7 @@ class ChatPane(Vertical):
             box.mount_all(views)
         self._empty("" if views else "Say something.")
         box.call_after_refresh(box.scroll_end, animate=False)
-        self._status("")
+        self.set_status("")
 
     # ---- sending -------------------------------------------------------------------------
     @on(Input.Submitted, "#chat-input")
@@ -229,33 +232,21 @@ class ChatPane(Vertical):
         return self.send(text)
 
     def send(self, text: str) -> bool:
-        if self.model is None:
-            self.app.notify(
-                "the chat model is still loading…" if self.model_loading else missing_message("chat"),
-                severity="warning",
-                title="chat",
-            )
+        if not self.has_model("chat"):
             return False
-        if self.job is not None and not self.job.done:
-            self.app.notify("a reply is still streaming; Esc stops it", severity="warning", title="chat")
+        if self.running:
+            self.notify("a reply is still streaming; Esc stops it", severity="warning", title="chat")
             return False
-        history = model_history(self.turns)
         bot = MessageView("bot", pending=True)
         job = ReplyJob(
             message=text,
-            history=history,
+            history=model_history(self.turns),
             settings=replace(self.settings),
             model=self.model,
             view=bot,
             conversation_id=self.conversation_id,
         )
-        job.pipe = Pipe(lambda: self.post_message(self.Drain(job)))
-        self.job = job
-        # The model starts before the UI does its own work (mounting, layout), on a plain thread
-        # started right here: a Textual worker would only start once the event loop comes round.
-        # (in a copy of this context, as Textual's workers do, so the thread may post messages)
-        context = contextvars.copy_context()
-        threading.Thread(target=context.run, args=(self._reply, job), name="chatrnn-reply", daemon=True).start()
+        self.start_job(job)
         self._empty("")
         self.query_one("#messages", VerticalScroll).mount_all([MessageView("user", text), bot])
         self.turns.append(("user", text))
@@ -266,9 +257,41 @@ class ChatPane(Vertical):
             for old in fold:
                 old.remove()
             self._show_earlier()
-        self._status("replying…  (Esc stops)")
+        self.set_status("replying…  (Esc stops)")
         self._scroll_end()
         return True
+
+    def produce(self, job: ReplyJob) -> Generator[Any, None, None]:
+        """The reply's tokens. The user's message is stored right after the first token is on its
+        way (not before: a disk write would delay the first token), or at the end if the model
+        fails first (see :meth:`stored`)."""
+        for tok in job.model.stream(job.message, job.history, job.settings, cancel=job.cancel):
+            yield tok
+            if not job.user_saved:
+                self._save_user(job)
+                try:  # the heatmap's columns
+                    job.prompt_pieces = list(job.model.prompt_pieces(job.message, job.history, job.settings))
+                except Exception:  # a model without pieces still chats; the heatmap just has no labels
+                    job.prompt_pieces = []
+
+    def stored(self, job: ReplyJob) -> None:
+        """Store the turn (the store is thread-safe): the user's message if not yet, then the
+        reply with its settings, pieces and attention, and how it ended."""
+        if not job.user_saved:
+            self._save_user(job)
+        pieces, rows = _shown(job.produced)
+        meta: dict[str, Any] = {
+            "settings": to_dict(job.settings),
+            "pieces": pieces,
+            "prompt_pieces": job.prompt_pieces,
+            "attention": rows,
+        }
+        if job.cancelled:
+            meta["cancelled"] = True
+        if job.error:
+            meta["error"] = job.error
+        self._save(job, "bot", job.produced_text().strip(), meta)
+        self.post_message(ConversationsChanged())
 
     def _ensure_conversation(self, job: ReplyJob) -> None:
         """In the reply thread: the first message of a new conversation creates it in the store
@@ -277,7 +300,7 @@ class ChatPane(Vertical):
             return
         try:
             conv = self.store.create_conversation(
-                mode="chat", checkpoint=_folder(job.model), settings={"reply": to_dict(job.settings)}
+                mode="chat", checkpoint=model_folder(job.model), settings={"reply": to_dict(job.settings)}
             )
         except ChatrnnError as e:
             self.post_message(Notice(str(e), "error", "history"))
@@ -286,61 +309,12 @@ class ChatPane(Vertical):
         if self.job is job and self.conversation_id is None:  # not if the user moved on meanwhile
             self.conversation_id = conv.id
 
-    def _reply(self, job: ReplyJob) -> None:
-        """The worker thread: stream the reply, then save the turn (the store is thread-safe).
-
-        The user's message is written right after the first token is on its way (not before: a
-        disk write would delay the first token), or at the end if the model fails first.
-        """
-        model = job.model
-        text: list[str] = []
-        pieces: list[str] = []
-        rows: list[list[float]] = []
-        user_saved = False
-        try:
-            for tok in model.stream(job.message, job.history, job.settings, cancel=job.cancel):
-                job.pipe.put(tok)
-                text.append(tok.text)
-                if tok.piece or tok.attention:
-                    pieces.append(tok.piece)
-                    rows.append([round(float(a), ATTN_DIGITS) for a in (tok.attention or [])])
-                if not user_saved:
-                    user_saved = True
-                    self._save_user(job)
-                    try:  # the heatmap's columns
-                        job.prompt_pieces = list(model.prompt_pieces(job.message, job.history, job.settings))
-                    except Exception:
-                        job.prompt_pieces = []
-                if job.cancel.is_set():
-                    break
-        except ChatrnnError as e:
-            job.error = str(e)
-        except Exception as e:  # a bug or a broken model: report it, keep the app alive
-            job.error = f"{e.__class__.__name__}: {e}"
-        finally:
-            if not user_saved:
-                self._save_user(job)
-            cancelled = job.cancel.is_set() and job.error is None
-            meta = {
-                "settings": to_dict(job.settings),
-                "pieces": pieces,
-                "prompt_pieces": job.prompt_pieces,
-                "attention": rows,
-            }
-            if cancelled:
-                meta["cancelled"] = True
-            if job.error:
-                meta["error"] = job.error
-            self._save(job, "bot", "".join(text).strip(), meta)
-            job.done = True
-            self.post_message(self.Drain(job))
-            self.post_message(ConversationsChanged())
-
     def _save_user(self, job: ReplyJob) -> None:
+        job.user_saved = True
         self._ensure_conversation(job)
         self._save(job, "user", job.message, None)
 
-    def _save(self, job: ReplyJob, role: str, text: str, meta: dict | None) -> None:
+    def _save(self, job: ReplyJob, role: str, text: str, meta: dict[str, Any] | None) -> None:
         """Called in the worker thread; failures become a notification, never an exception."""
         if self.store is None or job.conversation_id is None:
             return
@@ -349,79 +323,45 @@ class ChatPane(Vertical):
         except ChatrnnError as e:
             self.post_message(Notice(str(e), "error", "history"))
 
-    def on_chat_pane_drain(self, event: Drain) -> None:
-        """Draw the tokens that arrived: the first at once, then at most :data:`FPS` redraws a
-        second (tokens wait in the pipe meanwhile), so a fast model never crowds out key presses."""
-        job = event.job
-        wait = self._last_draw + 1 / FPS - time.perf_counter()
-        if wait > 0 and not job.done and job.first_token_at is not None:
-            if not self._draw_scheduled:
-                self._draw_scheduled = True
-                self.set_timer(wait, lambda: self._deferred_draw(job))
-            return
-        self._last_draw = time.perf_counter()
-        items = job.pipe.take()
-        if items:
-            text = "".join(t.text for t in items)
-            shown = [t for t in items if t.piece or t.attention]
-            pieces = [t.piece for t in shown]
-            rows = [[round(float(a), ATTN_DIGITS) for a in (t.attention or [])] for t in shown]
-            job.text += text
-            job.pieces += pieces
-            job.attention += rows
-            if job.prompt_pieces and not job.view.prompt_pieces:
-                job.view.prompt_pieces = job.prompt_pieces
-            job.view.add(text, pieces, rows)
-            if job.first_token_at is None:
-                job.first_token_at = -1.0
+    def draw(self, job: ReplyJob, items: list[Any]) -> None:
+        pieces, rows = _shown(items)
+        job.pieces += pieces
+        job.attention += rows
+        if job.prompt_pieces and not job.view.prompt_pieces:
+            job.view.prompt_pieces = job.prompt_pieces
+        job.view.add("".join(t.text for t in items), pieces, rows)
+        if job.first_token_at is None:
+            job.first_token_at = -1.0
 
-                def mark(job=job) -> None:
-                    job.first_token_at = time.perf_counter()
-                    self.first_token_times.append(job.first_token_at)
+            def mark(job: ReplyJob = job) -> None:
+                job.first_token_at = time.perf_counter()
+                self.first_token_times.append(job.first_token_at)
 
-                self.call_after_refresh(mark)
-            self._scroll_end()
-        if job.done and not job.reported:
-            job.reported = True
-            self._finish(job)
+            self.call_after_refresh(mark)
+        self._scroll_end()
 
-    def _deferred_draw(self, job: ReplyJob) -> None:
-        self._draw_scheduled = False
-        self.on_chat_pane_drain(self.Drain(job))
-
-    def _finish(self, job: ReplyJob) -> None:
-        cancelled = job.cancel.is_set() and job.error is None
+    def finish(self, job: ReplyJob) -> None:
         note = ""
         if job.error:
             note = f"error: {job.error}"
-            self.app.notify(job.error, severity="error", title="reply")
-        elif not job.text.strip() and not cancelled:
+            self.notify(job.error, severity="error", title="reply")
+        elif not job.text.strip() and not job.cancelled:
             note = "(the model produced an empty reply)"
-        job.view.finish(cancelled=cancelled, note=note, prompt_pieces=job.prompt_pieces)
+        job.view.finish(cancelled=job.cancelled, note=note, prompt_pieces=job.prompt_pieces)
         if job is self.job:
             self.turns.append(("bot", job.text.strip()))
             took = time.perf_counter() - job.started
-            self._status("stopped" if cancelled else "failed" if job.error else f"replied in {took:.2f}s")
+            self.set_status("stopped" if job.cancelled else "failed" if job.error else f"replied in {took:.2f}s")
         self._scroll_end()
-        self.post_message(self.Replied(job))
-
-    def action_stop(self) -> None:
-        if self.job is not None and not self.job.done:
-            self.job.cancel.set()
-            self._status("stopping…")
-
-    @property
-    def replying(self) -> bool:
-        return self.job is not None and not self.job.done
 
     def action_toggle_attention(self) -> None:
-        focused = self.app.focused
+        focused = self.screen.focused
         target = focused if isinstance(focused, MessageView) and focused.role == "bot" else None
         if target is None:
             bots = [v for v in self.query(MessageView) if v.role == "bot"]
             target = bots[-1] if bots else None
         if target is None:
-            self.app.notify("no reply yet: the heatmap belongs to a bot reply", title="attention")
+            self.notify("no reply yet: the heatmap belongs to a bot reply", title="attention")
             return
         target.action_toggle_attention()
         if target.attention_shown:
@@ -429,7 +369,7 @@ class ChatPane(Vertical):
 
     def _scroll_end(self) -> None:
         box = self.query_one("#messages", VerticalScroll)
-        if box.is_vertical_scroll_end or box.max_scroll_y == 0 or self.replying:
+        if box.is_vertical_scroll_end or box.max_scroll_y == 0 or self.running:
             box.call_after_refresh(box.scroll_end, animate=False)
 
     # ---- slash commands ------------------------------------------------------------------
@@ -437,54 +377,52 @@ class ChatPane(Vertical):
         try:
             self._command(line)
         except ChatrnnError as e:
-            self.app.notify(str(e), severity="warning", title=line.split()[0])
+            self.notify(str(e), severity="warning", title=line.split()[0])
 
     def _command(self, line: str) -> None:
         body = line[1:].strip()
         name, _, arg = body.partition(" ")
         name, arg = name.lower(), arg.strip()
-        app = self.app
         if name in ("help", "h", "?"):
-            app.notify(SLASH_HELP, title="commands", timeout=20)
+            self.notify(SLASH_HELP, title="commands", timeout=20)
         elif name in ("new", "clear"):
-            app.action_new_conversation()
+            self.post_message(NewConversation())
         elif name in ("history", "list", "open", "conversations"):
-            app.action_conversations()
+            self.post_message(ShowConversations())
         elif name in ("models", "picker"):
-            app.action_pick_model()
+            self.post_message(PickModel())
         elif name == "model":
             if not arg:
                 raise ChatrnnError(f"usage: /model NAME (loaded: {self.model_name or 'none'})")
-            app.load_chat(arg)
+            self.post_message(LoadModel(CHAT, arg))
         elif name == "rename":
             if not arg:
                 raise ChatrnnError("usage: /rename NEW TITLE")
-            if self.conversation_id is None:
+            if self.conversation_id is None or self.store is None:
                 raise ChatrnnError("nothing to rename yet: send a message first")
             self.store.rename(self.conversation_id, arg)
             self.post_message(ConversationsChanged())
-            app.notify(f"renamed to {arg!r}", title="history")
+            self.notify(f"renamed to {arg!r}", title="history")
         elif name == "export":
-            app.export_conversation(self.conversation_id, _one_arg(arg) if arg else None)
+            self.post_message(ExportConversation(self.conversation_id, _one_arg(arg) if arg else None))
         elif name in ("attention", "attn"):
             self.action_toggle_attention()
         elif name in ("settings", "set") and not arg:
-            app.notify(settings_text(self.settings), title="decoding settings", timeout=10)
+            self.notify(settings_text(self.settings), title="decoding settings", timeout=10)
         elif name == "reset":
             self.set_settings(replace(self.default_settings))
-            app.notify(settings_text(self.settings), title="settings reset")
+            self.notify(settings_text(self.settings), title="settings reset")
         else:
             if name in ("set", "settings"):
                 name, _, arg = arg.partition(" ")
                 arg = arg.strip()
-            key = ALIASES.get(name, name)
+            key = setting_field(name)
+            known = {f.name for f in fields(ReplySettings)}
             if not arg:
-                raise ChatrnnError(
-                    f"usage: /{name} VALUE (now {getattr(self.settings, _field(key), '?')}); /help lists the commands"
-                )
+                now = getattr(self.settings, key) if key in known else "?"
+                raise ChatrnnError(f"usage: /{name} VALUE (now {now}); /help lists the commands")
             self.set_settings(set_value(self.settings, key, arg))
-            field_name = _field(key)
-            app.notify(f"{field_name} = {getattr(self.settings, field_name)}", title="setting")
+            self.notify(f"{key} = {getattr(self.settings, key)}", title="setting")
 
     def set_settings(self, settings: ReplySettings) -> None:
         """New decoding settings for this conversation (stored with it)."""
@@ -493,12 +431,10 @@ class ChatPane(Vertical):
             try:
                 self.store.update_settings(self.conversation_id, {"reply": to_dict(settings)})
             except ChatrnnError as e:
-                self.app.notify(str(e), severity="error", title="history")
-        self._status("")
+                self.notify(str(e), severity="error", title="history")
+        self.set_status("")
 
-    def _status(self, state: str | None) -> None:
-        if state is not None:
-            self._state = state
+    def status_line(self) -> str:
         s = self.settings
         decode = f"beam {s.beam}" if s.beam > 1 else ("greedy" if s.temperature == 0 else f"temp {s.temperature:g}")
         if s.beam == 1 and s.temperature > 0:
@@ -506,27 +442,40 @@ class ChatPane(Vertical):
                 decode += f" · top-k {s.top_k}"
             if s.top_p < 1:
                 decode += f" · top-p {s.top_p:g}"
-        ctx = s.context_turns if s.context_turns is not None else getattr(self.model, "context_turns", "-")
-        self.query_one("#chat-status", Static).update(  # one line, fixed size: no layout pass
-            f"{self.model_name or 'no model'}  ·  {decode}  ·  max "
-            f"{s.max_len}  ·  context {ctx}  ·  {getattr(self, '_state', '')}",
-            layout=False,
+        ctx = (
+            s.context_turns
+            if s.context_turns is not None
+            else (self.model.context_turns if self.model is not None else "-")
         )
+        return f"{self.model_name or 'no model'}  ·  {decode}  ·  max {s.max_len}  ·  context {ctx}  ·  {self.activity}"
 
 
-def _field(key: str) -> str:
-    aliases = {
-        "temp": "temperature",
-        "t": "temperature",
-        "k": "top_k",
-        "p": "top_p",
-        "topk": "top_k",
-        "topp": "top_p",
-        "len": "max_len",
-        "ngram": "no_repeat_ngram",
-    }
-    key = key.lower().replace("-", "_")
-    return aliases.get(key, key)
+def history_pairs(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``(role, text)`` turns -> ``(user, bot)`` pairs.
+
+    Cancelled or empty bot turns still close a pair (as an empty reply) so that turns stay aligned.
+    """
+    pairs: list[tuple[str, str]] = []
+    pending: str | None = None
+    for role, text in turns:
+        if role == "user":
+            if pending is not None:
+                pairs.append((pending, ""))
+            pending = text
+        elif pending is not None:
+            pairs.append((pending, text))
+            pending = None
+    return pairs
+
+
+def model_history(turns: list[tuple[str, str]]) -> list[str]:
+    """The conversation so far as the chat model's ``history`` argument: the turns' texts,
+    alternating user and bot (a user turn left without a reply gets an empty one, so the model
+    always sees the turns in the order it was trained on); the model keeps the last few."""
+    out: list[str] = []
+    for user, bot in history_pairs(turns):
+        out += [user, bot]
+    return out
 
 
 def _one_arg(arg: str) -> str:
@@ -539,12 +488,3 @@ def _one_arg(arg: str) -> str:
 
 def settings_text(s: ReplySettings) -> str:
     return "\n".join(f"{k} = {v}" for k, v in to_dict(s).items())
-
-
-def _folder(model) -> str | None:
-    folder = getattr(model, "folder", None)
-    return str(folder) if folder is not None else None
-
-
-class ConversationsChanged(Message):
-    """The stored conversations changed (the list screen refreshes)."""

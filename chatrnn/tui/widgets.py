@@ -18,7 +18,6 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.containers import HorizontalScroll
 from textual.geometry import Size
-from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Static
@@ -73,26 +72,6 @@ def show_piece(p: str, width: int) -> str:
     if not p.strip():
         p = "␣" * len(p)
     return p if len(p) <= width else p[: max(1, width - 1)] + "…"
-
-
-class Notice(Message):
-    """A notification from a worker thread (``post_message`` is thread-safe; ``notify`` is not).
-    It bubbles up to the app, which shows it."""
-
-    def __init__(self, text: str, severity: str = "information", title: str = "") -> None:
-        super().__init__()
-        self.text = text
-        self.severity = severity
-        self.title = title
-
-
-class JobMessage(Message):
-    """About one streaming job of a pane (a reply or a generation run): tokens to drain, or its end.
-    Posted from the job's thread; the pane subclasses it per event, so handlers keep their names."""
-
-    def __init__(self, job) -> None:
-        super().__init__()
-        self.job = job
 
 
 # ---------------------------------------------------------------------------------------------

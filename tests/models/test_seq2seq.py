@@ -1,11 +1,11 @@
-"""The seq2seq model: config round trip, padding never matters, the lean step equals nn.GRU."""
+"""The seq2seq model: config round trip, padding never matters, one decoder for every decode."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from chatrnn.models.seq2seq import Seq2Seq, Seq2SeqConfig, gru_step
+from chatrnn.models.seq2seq import Seq2Seq, Seq2SeqConfig
 
 V = 50
 
@@ -42,10 +42,10 @@ def test_padding_changes_nothing(attention):
     short, long_ = [5, 6, 7], [8, 9, 10, 11, 12, 13]
     tgt = torch.tensor([[2, 14, 15, 16]])
     with torch.no_grad():
-        alone, attn_alone = m(torch.tensor([short]), torch.tensor([3]), tgt)
+        alone, _, attn_alone = m(torch.tensor([short]), torch.tensor([3]), tgt)
         for filler in (0, 17, 42):
             src = torch.tensor([short + [filler] * 3, long_])
-            both, attn = m(src, torch.tensor([3, 6]), tgt.repeat(2, 1))
+            both, _, attn = m(src, torch.tensor([3, 6]), tgt.repeat(2, 1))
             torch.testing.assert_close(both[0], alone[0], atol=1e-5, rtol=1e-5)
             assert torch.all(attn[0, :, 3:] == 0)  # padding gets exactly zero weight
             torch.testing.assert_close(attn[0, :, :3], attn_alone[0], atol=1e-5, rtol=1e-5)
@@ -54,26 +54,8 @@ def test_padding_changes_nothing(attention):
 def test_attention_rows_are_distributions():
     m = make("general")
     with torch.no_grad():
-        _, attn = m(torch.tensor([[5, 6, 7, 8]]), torch.tensor([4]), torch.tensor([[2, 9, 10]]))
+        _, _, attn = m(torch.tensor([[5, 6, 7, 8]]), torch.tensor([4]), torch.tensor([[2, 9, 10]]))
     torch.testing.assert_close(attn.sum(-1), torch.ones(1, 3))
-
-
-@pytest.mark.parametrize("layers", [1, 2])
-def test_lean_step_equals_nn_gru(layers):
-    m = make(layers=layers)
-    enc = m.encode(torch.tensor([[5, 6, 7]]), torch.tensor([3]))
-    feed = m.initial_feed(enc)
-    tok = torch.tensor([2])
-    with torch.no_grad():
-        a = m.step(tok, enc.hidden, feed, enc, lean=False)
-        b = m.step(tok, enc.hidden, feed, enc, lean=True)
-    for x, y in zip(a, b):
-        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
-    h = torch.randn(layers, 2, 16)
-    x = torch.randn(2, 12 + 16)
-    with torch.no_grad():
-        _, ref = m.decoder.rnn(x.unsqueeze(1), h)
-        torch.testing.assert_close(gru_step(m.decoder.rnn, x, h), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_tied_weights_are_shared_and_untied_are_not():
@@ -87,7 +69,7 @@ def test_tied_weights_are_shared_and_untied_are_not():
 def test_free_running_and_no_input_feeding_paths():
     for m in (make(feed=False), make()):
         src, tgt = torch.tensor([[5, 6, 7]]), torch.tensor([[2, 9, 10, 11]])
-        logits, attn = m(src, torch.tensor([3]), tgt, teacher_forcing=False)
+        logits, _, attn = m(src, torch.tensor([3]), tgt, teacher_forcing=False)
         assert logits.shape == (1, 4, V) and attn.shape == (1, 4, 3)
         logits.sum().backward()
 
@@ -100,7 +82,7 @@ def test_whole_sequence_path_equals_stepping(attention):
     src, src_len = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
     tgt = torch.tensor([[2, 12, 13], [2, 14, 15]])
     with torch.no_grad():
-        logits, attn = m(src, src_len, tgt)
+        logits, _, attn = m(src, src_len, tgt)
         enc = m.encode(src, src_len)
         hidden, feed = enc.hidden, m.initial_feed(enc)
         for t in range(3):
@@ -115,24 +97,42 @@ def test_dropout_uses_torch_rng_so_resume_can_replay_it():
     m = Seq2Seq(Seq2SeqConfig(vocab_size=V, embed=12, hidden=16, layers=3, dropout=0.5)).train()
     src, tgt = torch.tensor([[5, 6, 7]]), torch.tensor([[2, 9, 10]])
     torch.manual_seed(1)
-    a, _ = m(src, torch.tensor([3]), tgt)
+    a, _, _ = m(src, torch.tensor([3]), tgt)
     torch.manual_seed(1)
-    b, _ = m(src, torch.tensor([3]), tgt)
+    b, _, _ = m(src, torch.tensor([3]), tgt)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_gru_recurrence_stays_float32_under_autocast():
-    """CUDA autocast would run cuDNN GRUs in float16 (no loss scaling here); CPU bf16 checks the guard."""
-    import torch
-    from torch.nn.utils.rnn import pack_padded_sequence
+@pytest.mark.parametrize("feed", [True, False])
+def test_teacher_forcing_reads_the_reply_and_free_running_reads_its_own_choices(feed):
+    """Free running feeds back the argmax; teacher forcing on exactly that sequence is the same decode.
+    With targets, forward also gives the mean cross-entropy over non-padding positions."""
+    m = make(feed=feed)
+    src, src_len = torch.tensor([[5, 6, 7]]), torch.tensor([3])
+    with torch.no_grad():
+        free, _, free_attn = m(src, src_len, torch.tensor([[2, 0, 0, 0, 0]]), teacher_forcing=False)
+        chosen = torch.cat([torch.tensor([[2]]), free.argmax(-1)[:, :-1]], 1)
+        forced, _, forced_attn = m(src, src_len, chosen)
+        torch.testing.assert_close(forced, free, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(forced_attn, free_attn, atol=1e-5, rtol=1e-5)
+        targets = torch.tensor([[9, 10, 11, 0, 0]])
+        _, loss, _ = m(src, src_len, chosen, targets=targets)
+        ref = torch.nn.functional.cross_entropy(forced[0, :3], targets[0, :3])
+        torch.testing.assert_close(loss, ref)
 
-    from chatrnn.models.seq2seq import StackedGRU
 
-    torch.manual_seed(0)
-    g = StackedGRU(8, 6, 2, 0.0, bidirectional=True)
-    x, lens = torch.randn(3, 5, 8), torch.tensor([5, 3, 2])
-    ref, h_ref = g(pack_padded_sequence(x, lens, batch_first=True, enforce_sorted=False))
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out, h = g(pack_padded_sequence(x.bfloat16(), lens, batch_first=True, enforce_sorted=False))
-    assert out.data.dtype == torch.float32 and h.dtype == torch.float32
-    assert torch.allclose(out.data, ref.data, atol=2e-2) and torch.allclose(h, h_ref, atol=2e-2)
+def test_greedy_decode_stops_at_eos_and_matches_stepping():
+    m = make()
+    src, src_len = torch.tensor([[5, 6, 7], [8, 9, 0]]), torch.tensor([3, 2])
+    replies = m.greedy(src, src_len, max_len=6)
+    assert len(replies) == 2 and all(len(r) <= 6 and m.cfg.eos_id not in r for r in replies)
+    with torch.no_grad():  # the first prompt alone, one step at a time
+        enc = m.encode(src[:1], src_len[:1])
+        hidden, feed, tok, ref = enc.hidden, m.initial_feed(enc), torch.tensor([m.cfg.bos_id]), []
+        for _ in range(6):
+            logits, hidden, feed, _ = m.step(tok, hidden, feed, enc)
+            tok = logits.argmax(-1)
+            if int(tok) == m.cfg.eos_id:
+                break
+            ref.append(int(tok))
+    assert replies[0] == ref

@@ -18,7 +18,7 @@ def _memoryless_model(vocab: int) -> CharLM:
     torch.manual_seed(0)
     model = CharLM(CharLMConfig(vocab_size=vocab, cell="rnn", hidden=8, embed=4, layers=1))
     with torch.no_grad():
-        model.rnn.weight_hh_l0.zero_()
+        model.layers[0].weight_hh_l0.zero_()
     return model
 
 
@@ -26,7 +26,7 @@ def _reference_loss(model: CharLM, data: np.ndarray) -> float:
     """The whole stream in one forward call: the definition of the figure evaluate_stream estimates."""
     ids = torch.from_numpy(data.astype(np.int64))
     with torch.no_grad():
-        logits, _ = model.eval()(ids[None, :-1])
+        logits, _, _ = model.eval()(ids[None, :-1])
     return float(torch.nn.functional.cross_entropy(logits[0], ids[1:]))
 
 
@@ -59,7 +59,7 @@ def _trained_lstm(data: np.ndarray, vocab: int) -> CharLM:
     starts = torch.arange(0, len(ids) - 65, 64)
     for _ in range(150):
         win = ids[starts[:, None] + torch.arange(65)]
-        loss, _ = model.loss(win[:, :-1], win[:, 1:])
+        _, loss, _ = model(win[:, :-1], targets=win[:, 1:])
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -14,7 +14,6 @@ from chatrnn.errors import ChatrnnError
 from chatrnn.subword import SubwordTokenizer
 from chatrnn.train.chat import ChatOptions, build_chat, train_chat
 from chatrnn.train.chat_task import BucketedOrder
-from chatrnn.train.trainer import TrainConfig
 
 ROWS = [
     (f"question number {i} about {w}", f"answer {i}: {w} is nice")
@@ -41,7 +40,7 @@ def write_csv(path: Path, rows, header=("Q", "A")) -> Path:
 
 
 def opts_for(tmp_path, corpus, **kw) -> ChatOptions:
-    train = kw.pop("train", TrainConfig(max_steps=6, evals=1, warmup_steps=2))
+    train = kw.pop("train", dict(max_steps=6, evals=1, warmup_steps=2))
     return ChatOptions(out=tmp_path / "ck", corpus=[str(corpus)], preset="tiny", train=train, device="cpu", **kw)
 
 
@@ -154,7 +153,7 @@ def test_resume_is_exact(tmp_path):
             model={"dropout": 0.2},
             teacher_forcing=0.5,
             batch_size=4,
-            train=TrainConfig(max_steps=10, evals=2, warmup_steps=3, seed=7),
+            train=dict(max_steps=10, evals=2, warmup_steps=3, seed=7),
         )
         return train_chat(o, stop_check=stop)
 
@@ -203,7 +202,7 @@ def test_cpu_shards_match_one_thread(tmp_path):
             teacher_forcing=0.5,
             batch_size=6,
             label_smoothing=0.1,
-            train=TrainConfig(max_steps=6, evals=1, warmup_steps=2, seed=3, threads=threads),
+            train=dict(max_steps=6, evals=1, warmup_steps=2, seed=3, threads=threads),
         )
         train_chat(o)
         return ckpt.load_weights(tmp_path / name, ckpt.LAST_WEIGHTS)

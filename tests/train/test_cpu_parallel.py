@@ -9,7 +9,7 @@ from chatrnn.models.charlm import CharLM, CharLMConfig, detach_state
 from chatrnn.train.charlm import CharLMOptions, train_charlm
 from chatrnn.train.charlm_task import CharLMData, CharLMTask
 from chatrnn.train.cpu_parallel import ShardPool, shard_bounds, shard_generators
-from chatrnn.train.trainer import TrainConfig
+from chatrnn.train.trainer import forward_backward
 
 
 @pytest.mark.parametrize("size,n", [(8, 2), (7, 3), (2, 2), (5, 1)])
@@ -34,7 +34,7 @@ def test_sharded_gradients_equal_whole_batch_gradients(dropout):
     pool = ShardPool(3)
     try:
         for _ in range(3):  # several windows: the carried TBPTT state must be split and rejoined too
-            b1, b2 = whole.next_batch(), sharded.next_batch()
+            b1, b2 = whole.next_batch(0.0), sharded.next_batch(0.0)
             model.zero_grad()
             torch.manual_seed(1)  # the whole batch through the masks the shards will draw
             parts = [
@@ -42,17 +42,20 @@ def test_sharded_gradients_equal_whole_batch_gradients(dropout):
                 for (lo, hi), g in zip(shard_bounds(6, 3), shard_generators(3))
             ]
             masks = None if dropout == 0 else [torch.cat(m) for m in zip(*parts)]
-            logits, state = model(b1.x, None if b1.reset else whole.state, masks=masks)
+            logits, _, state = model(b1.x, b1.state, masks=masks)
             whole.state = detach_state(state)
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 8), b1.y.reshape(-1))
             loss.backward()
             g_whole = [p.grad.clone() for p in model.parameters()]
             model.zero_grad()
             torch.manual_seed(1)
-            loss_s, _ = sharded.forward_backward(model, b2, pool)
+            loss_s, count = forward_backward(sharded, model, b2, pool)
+            assert count == 6 * 12
             assert loss_s == pytest.approx(float(loss.detach()), rel=1e-5)
             for a, p in zip(g_whole, model.parameters()):
                 assert torch.allclose(a, p.grad, atol=1e-6)
+            for a, b in zip(whole.state, sharded.state):  # the rows' states, rejoined in row order
+                assert torch.allclose(a, b, atol=1e-6)
     finally:
         pool.close()
     assert torch.get_num_threads() == 1  # the conftest's setting is restored
@@ -64,7 +67,7 @@ def opts(out, corpus, resume=False, **train):
         corpus=[str(corpus)],
         preset="tiny",
         model={"layers": 2, "dropout": 0.2},
-        train=TrainConfig(max_steps=16, evals=2, threads=2, **train),
+        train=dict(max_steps=16, evals=2, threads=2, **train),
         device="cpu",
         resume=resume,
     )

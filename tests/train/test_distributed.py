@@ -31,22 +31,23 @@ from pathlib import Path
 import torch
 from chatrnn.train import distributed
 from chatrnn.train.charlm import CharLMOptions, build_charlm
-from chatrnn.train.trainer import TrainConfig, Trainer
+from chatrnn.train.trainer import Trainer
 
 a = json.loads(sys.argv[1])
 dist = distributed.from_env("cpu")
 rank = dist.rank if dist else 0
-train = TrainConfig(max_steps=a.get("steps"), max_time=a.get("max_time"), eval_every=a.get("eval_every"),
-                    evals=a.get("evals", 2), warmup_steps=2, lr=1e-2, seed=7)
+train = dict(max_steps=a.get("steps"), max_time=a.get("max_time"), eval_every=a.get("eval_every"),
+             evals=a.get("evals", 2), warmup_steps=2, lr=1e-2, seed=7)
+train = {k: v for k, v in train.items() if v is not None}  # the limits this run was given
 opts = CharLMOptions(out=Path(a["out"]), corpus=[a["corpus"]], preset="tiny", batch_size=a["batch"], seq_len=a["seq"],
                      model=dict(cell="lstm", layers=a.get("layers", 1), hidden=a.get("hidden", 32), embed=16,
                                 dropout=a.get("dropout", 0.0)),
-                     train=train, lr_given=True, device="cpu", resume=a.get("resume", False))
+                     train=train, device="cpu", resume=a.get("resume", False))
 if a.get("kind") == "chat":
     from chatrnn.train.chat import ChatOptions, build_chat
 
     opts = ChatOptions(out=Path(a["out"]), corpus=[a["corpus"]], preset="tiny", vocab_size=a.get("vocab", 300),
-                       batch_size=a["batch"], train=train, lr_given=True, device="cpu", resume=a.get("resume", False),
+                       batch_size=a["batch"], train=train, device="cpu", resume=a.get("resume", False),
                        model=dict(hidden=a.get("hidden", 32), embed=16, dropout=a.get("dropout", 0.0)))
     task, train = build_chat(opts, torch.device("cpu"), dist)
 else:
@@ -424,7 +425,7 @@ def test_task_state_merges_in_row_order_and_splits_for_any_world():
     model = CharLM(CharLMConfig(vocab_size=8, hidden=4, embed=4, layers=2))
     ranks = [CharLMTask(model, data, 2, 16, torch.device("cpu"), rank=r, world=2) for r in (0, 1)]
     for r, t in enumerate(ranks):
-        t.next_batch()
+        t.next_batch(0.0)
         t.state = (torch.full((2, 2, 4), float(r)), torch.full((2, 2, 4), 10.0 + r))
     merged = ranks[0].merge_rank_states([t.state_dict() for t in ranks])
     assert merged["hidden"][0].shape == (2, 4, 4)

@@ -8,6 +8,7 @@ from chatrnn import checkpoint as ckpt
 from chatrnn.errors import ChatrnnError
 from chatrnn.train.charlm import CharLMOptions, train_charlm
 from chatrnn.train.charlm_task import CharLMTask
+from chatrnn.train.task import Loss
 from chatrnn.train.trainer import TrainConfig, lr_at
 
 
@@ -19,7 +20,7 @@ def opts(out, corpus, resume=False, **train):
         corpus=[str(corpus)],
         preset="tiny",
         model={"layers": 2, "dropout": 0.2},
-        train=TrainConfig(**train),
+        train=dict(**train),
         device="cpu",
         resume=resume,
     )
@@ -102,8 +103,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, sample_text
 
     def flaky(self, model, batch):
         calls["n"] += 1
-        loss, n = real(self, model, batch)
-        return (loss * float("nan") if calls["n"] > 12 else loss), n
+        out = real(self, model, batch)
+        return Loss(out.total * float("nan"), out.count, out.carry) if calls["n"] > 12 else out
 
     monkeypatch.setattr(CharLMTask, "loss", flaky)
     with pytest.raises(ChatrnnError, match=r"nan at step 13.*last good checkpoint"):
@@ -132,7 +133,7 @@ def test_bundled_corpus_trains_offline_in_any_language(tmp_path):
             corpus=[],
             lang="korean",
             preset="tiny",
-            train=TrainConfig(max_steps=3, evals=1),
+            train=dict(max_steps=3, evals=1),
             device="cpu",
         )
     )
@@ -145,22 +146,22 @@ def test_bundled_corpus_trains_offline_in_any_language(tmp_path):
                 corpus=[],
                 lang="klingon",
                 preset="tiny",
-                train=TrainConfig(max_steps=1),
+                train=dict(max_steps=1),
                 device="cpu",
             )
         )
 
 
 def test_presets_choose_weight_decay_and_averaging_unless_the_user_does():
-    from chatrnn.config import CHARLM_PRESETS, TRAIN_DEFAULTS
-    from chatrnn.train.charlm import resolve_settings
+    from chatrnn.config import CHARLM_PRESETS
+    from chatrnn.settings import TrainConfig as Defaults
+    from chatrnn.train.charlm import resolve_charlm
 
-    cpu = torch.device("cpu")
     for name in CHARLM_PRESETS:
-        *_, train = resolve_settings(CharLMOptions(out="x", preset=name, train=TrainConfig(max_steps=1)), cpu)
-        for key, default in TRAIN_DEFAULTS.items():
-            assert getattr(train, key) == CHARLM_PRESETS[name].get(key, default)
-        *_, train = resolve_settings(
-            CharLMOptions(out="x", preset=name, train=TrainConfig(max_steps=1, weight_decay=0.3, ema=0.0)), cpu
-        )
+        train = resolve_charlm(CharLMOptions(out="x", preset=name, train=dict(max_steps=1)), "cpu").train
+        for key in ("weight_decay", "ema"):
+            assert getattr(train, key) == CHARLM_PRESETS[name].get(key, getattr(Defaults, key))
+        train = resolve_charlm(
+            CharLMOptions(out="x", preset=name, train=dict(max_steps=1, weight_decay=0.3, ema=0.0)), "cpu"
+        ).train
         assert (train.weight_decay, train.ema) == (0.3, 0.0)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from chatrnn.tui.loading import CHAT, ModelLoader
+
 DIALOG = [
     ("hello", "hi there"),
     ("how are you", "i am fine thanks"),
@@ -57,7 +59,6 @@ def checkpoints(tui_tmp) -> Path:
     torch.set_num_threads(1)  # tiny models on a shared 2-core CPU: threads only contend
     try:
         from chatrnn.train.charlm import CharLMOptions, train_charlm
-        from chatrnn.train.trainer import TrainConfig
 
         text = tui_tmp / "corpus.txt"
         text.write_text(_corpus_text(), "utf-8")
@@ -66,7 +67,7 @@ def checkpoints(tui_tmp) -> Path:
                 out=root / "charlm",
                 corpus=[str(text)],
                 preset="tiny",
-                train=TrainConfig(max_steps=30, evals=1),
+                train=dict(max_steps=30, evals=1),
                 device="cpu",
             )
         )
@@ -83,7 +84,7 @@ def checkpoints(tui_tmp) -> Path:
                     corpus=[str(tsv)],
                     preset="tiny",
                     context_turns=1,
-                    train=TrainConfig(max_steps=40, evals=1),
+                    train=dict(max_steps=40, evals=1),
                     device="cpu",
                 )
             )
@@ -187,24 +188,24 @@ class ScriptedGenerator:
             yield GenTok(c, [(c, 0.6), ("x", 0.3), ("y", 0.1)][:candidates])
 
 
-class FakeLoader:
-    """A ModelLoader handing out given objects (or raising given errors)."""
+class FakeLoader(ModelLoader):
+    """The real ModelLoader, handing out given objects (or raising given errors) instead of reading
+    checkpoints. Its warm-up is the real one only with ``warm=True``: the scripted models count
+    their calls, and most tests want to see only the user's."""
 
-    def __init__(self, chat=None, lm=None, chat_error=None, lm_error=None):
-        self.chat, self.lm, self.chat_error, self.lm_error = chat, lm, chat_error, lm_error
-        self.device = "cpu"
+    def __init__(self, chat=None, lm=None, chat_error=None, lm_error=None, warm=False):
+        super().__init__("cpu")
+        self.chat, self.lm, self.chat_error, self.lm_error, self.warm_up = chat, lm, chat_error, lm_error, warm
 
-    def load_chat(self, name=None):
-        if self.chat_error:
-            raise self.chat_error
-        if isinstance(self.chat, Exception):
-            raise self.chat
-        return self.chat
+    def load(self, kind, name=None):
+        error, model = (self.chat_error, self.chat) if kind == CHAT else (self.lm_error, self.lm)
+        if error:
+            raise error
+        return model
 
-    def load_lm(self, name=None):
-        if self.lm_error:
-            raise self.lm_error
-        return self.lm
+    def warm(self, kind, model):
+        if self.warm_up:
+            super().warm(kind, model)
 
 
 @pytest.fixture

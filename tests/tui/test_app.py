@@ -113,7 +113,7 @@ async def test_reply_streams_token_by_token_and_esc_stops_it(make_app, fakes):
         bot = bot_views(app)[-1]
         await fakes.wait_for(pilot, lambda: len(bot.text.split()) >= 3)
         partial = bot.text
-        assert app.chat.replying and bot.pending  # streamed, not all at once
+        assert app.chat.running and bot.pending  # streamed, not all at once
         fakes.send_key(app, "escape")
         await fakes.wait_for(pilot, lambda: app.chat.job.reported)
         assert slow.stopped.wait(2), "the model was not told to stop"
@@ -141,7 +141,7 @@ async def test_ui_handles_keys_while_a_reply_streams(make_app, fakes):
         fakes.send_key(app, "x")
         await fakes.wait_for(pilot, lambda: box.value == "x", step=0.002)
         assert time.perf_counter() - t0 < 0.5  # generous (shared CI CPU): the benchmark measures the real figure
-        assert app.chat.replying
+        assert app.chat.running
         fakes.send_key(app, "escape")
         await fakes.wait_for(pilot, lambda: app.chat.job.reported)
 
@@ -434,6 +434,29 @@ async def test_model_load_error_is_a_notification_and_the_app_stays_usable(make_
         assert app.chat.model is None
         await pilot.press("f3", *"ok", "enter")
         await fakes.wait_for(pilot, lambda: app.gen.job and app.gen.job.reported)
+
+
+async def test_a_failed_warm_up_is_logged_and_shown_and_the_model_stays(make_app, fakes, caplog):
+    """The trial run after loading is the real ModelLoader.warm; its failure is not swallowed."""
+    import logging
+
+    class Broken(fakes.Responder):
+        def stream(self, *a, **k):
+            raise RuntimeError("CUDA error: no kernel image")
+            yield
+
+    app = make_app(loader=fakes.Loader(chat=Broken(), lm=fakes.Generator(), warm=True))
+    with caplog.at_level(logging.WARNING, logger="chatrnn.tui.app"):
+        async with app.run_test(size=SIZE) as pilot:
+            await fakes.wait_for(pilot, lambda: app.chat.model is not None and app.gen.model is not None)
+            (notice,) = [n for n in app._notifications if "trial run failed" in n.message]
+            assert "RuntimeError: CUDA error: no kernel image" in notice.message and notice.severity == "warning"
+            assert not any("trial run" in n.message for n in app._notifications if "char LM" in n.message)
+            # the model is there: the first message shows the real error where the user looks
+            await send(pilot, app, "hi", fakes)
+            assert "no kernel image" in bot_views(app)[-1].note
+    (record,) = [r for r in caplog.records if "trial run" in r.getMessage()]
+    assert record.levelno == logging.WARNING and record.exc_info
 
 
 async def test_model_picker_lists_checkpoints_and_loads_one(make_app, in_checkpoints, fakes):

@@ -47,7 +47,7 @@ def test_chat_with_attention_heatmap(snap_compare, make_app, fakes):
         app.chat.submit("where did the cat sit")
         await _settle(pilot, lambda: app.chat.job is not None and app.chat.job.reported)
         app.chat.action_toggle_attention()
-        app.chat._status("ready")
+        app.chat.set_status("ready")
         app.clear_notifications()
         await pilot.pause(0.1)
 
@@ -65,7 +65,7 @@ def test_generate_with_candidates(snap_compare, make_app, fakes):
         app.gen.start("Hamlet: ")
         await _settle(pilot, lambda: app.gen.job is not None and app.gen.job.reported)
         await pilot.pause(0.1)
-        app.gen._status("done")
+        app.gen.set_status("done")
         app.clear_notifications()
         await pilot.pause(0.1)
 

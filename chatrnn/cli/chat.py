@@ -1,4 +1,6 @@
-"""The `chat` CLI command (TUI and plain mode); registered by importing this module.
+"""The chat model's conversation commands: ``reply`` (one message) and ``chat`` (the TUI, or plain
+mode). Both take the same decoding flags (:func:`chatrnn.cli.options.decoding_options`) and load
+the model the same way (``Responder.load``) in plain mode.
 
 Nothing heavy at import time: Textual is imported only when the TUI starts, torch only when a
 model loads (in the TUI, inside a worker thread).
@@ -17,28 +19,41 @@ import sys
 
 import click
 
-from chatrnn.cli import CONTEXT, cli
+from chatrnn.cli.options import CONTEXT, decoding_options, inference_device, reply_settings
 from chatrnn.errors import ChatrnnError
 
 _NEWLINES = re.compile(r"[\r\n\u2028\u2029\x85]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
-def reply_settings(temperature=None, top_k=None, top_p=None, beam=None, max_len=None):
-    """ReplySettings from ``CHATRNN_*`` variables, then the flags that were given (range-checked)."""
-    from chatrnn.decoding import ReplySettings, from_env, set_value
+@click.command(context_settings=CONTEXT)
+@click.argument("message")
+@click.option(
+    "--checkpoint", "-c", default=None, help="Checkpoint name under checkpoints/ or a path. Default: checkpoints/chat."
+)
+@click.option("--history", multiple=True, help="An earlier turn, oldest first, alternating user/bot (repeatable).")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps or auto.")
+@decoding_options
+def reply(message, checkpoint, history, device, **kw) -> None:
+    """Answer one message with the chat model and print the reply.
 
-    s = from_env(ReplySettings())
-    for name, value in (
-        ("temperature", temperature),
-        ("top_k", top_k),
-        ("top_p", top_p),
-        ("beam", beam),
-        ("max_len", max_len),
-    ):
-        if value is not None:
-            s = set_value(s, name, value)
-    return s
+    \b
+    chatrnn reply "Hello"
+    chatrnn reply "오늘 너무 피곤해" --checkpoint korean --beam 5 --nbest 3
+    chatrnn reply "tell me a joke" -t 0.8 --top-p 0.9 --rng-seed 7
+    """
+    if not message.strip():
+        raise ChatrnnError("the message is empty; give some text to reply to")
+    settings = reply_settings(kw)
+    from chatrnn.infer_chat import Responder
+
+    responder = Responder.load(checkpoint, device=inference_device(device))
+    r = responder.reply(message, history=list(history), settings=settings)
+    if settings.nbest > 1 and settings.beam > 1:
+        for text, score in r.nbest[: settings.nbest]:
+            click.echo(f"{score:.3f}\t{text}")
+    else:
+        click.echo(r.text)
 
 
 def one_line(text: str) -> str:
@@ -52,7 +67,6 @@ def run_plain(responder, settings, stdin=None, stdout=None, stderr=None) -> int:
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     history: list[str] = []
-    failures = 0
     while True:
         try:
             line = stdin.readline()
@@ -64,28 +78,28 @@ def run_plain(responder, settings, stdin=None, stdout=None, stderr=None) -> int:
         if not message.strip():
             continue
         try:
-            reply = responder.reply(message, list(history), settings)
-            text = one_line(reply.text)
+            text = one_line(responder.reply(message, list(history), settings).text)
         except KeyboardInterrupt:
             return 130
         except ChatrnnError as e:
-            text, failures = "", failures + 1
+            text = ""
             print(f"error: {e}", file=stderr, flush=True)
         except Exception as e:  # never die on one odd message; say what happened
-            text, failures = "", failures + 1
+            text = ""
             print(f"error: {e.__class__.__name__}: {e}", file=stderr, flush=True)
         stdout.write(text + "\n")
         stdout.flush()
         history += [message, text]
 
 
-@cli.command("chat", context_settings=CONTEXT)
+@click.command("chat", context_settings=CONTEXT)
 @click.option(
     "--checkpoint",
     "-c",
     default=None,
     envvar="CHATRNN_CHECKPOINT",
-    help="Chat model: a name under checkpoints/ or a path. Default: checkpoints/chat (or the newest chat checkpoint).",
+    help="Chat model: a name under checkpoints/ or a path. Default: checkpoints/chat "
+    "(the app falls back to the newest chat checkpoint).",
 )
 @click.option(
     "--lm",
@@ -107,21 +121,8 @@ def run_plain(responder, settings, stdin=None, stdout=None, stderr=None) -> int:
     help="No TUI: one message per input line, one reply per output line (automatic when not a terminal).",
 )
 @click.option("--device", default="cpu", show_default=True, envvar="CHATRNN_DEVICE", help="cpu, cuda, mps or auto.")
-@click.option(
-    "--temperature",
-    "-t",
-    type=float,
-    default=None,
-    envvar="CHATRNN_TEMPERATURE",
-    help="Reply sampling temperature (0 = greedy, the default).",
-)
-@click.option(
-    "--top-k", type=int, default=None, envvar="CHATRNN_TOP_K", help="Sample among the k most likely (0 = all)."
-)
-@click.option("--top-p", type=float, default=None, envvar="CHATRNN_TOP_P", help="Nucleus sampling mass.")
-@click.option("--beam", type=int, default=None, envvar="CHATRNN_BEAM", help="Beam size (1 = no beam search).")
-@click.option("--max-len", type=int, default=None, envvar="CHATRNN_MAX_LEN", help="Longest reply, in tokens.")
-def chat(checkpoint, lm, db, plain, device, temperature, top_k, top_p, beam, max_len) -> None:
+@decoding_options
+def chat(checkpoint, lm, db, plain, device, **kw) -> None:
     """Talk to your models: a terminal app with a Chat tab (seq2seq) and a Generate tab (char LM).
 
     \b
@@ -132,12 +133,11 @@ def chat(checkpoint, lm, db, plain, device, temperature, top_k, top_p, beam, max
     In the app: Enter sends, Esc stops a reply, F1 shows every key, ctrl+p the command palette,
     /help the chat commands (/temp 0.7, /beam 4, ...).
     """
-    settings = reply_settings(temperature, top_k, top_p, beam, max_len)
-    tty = sys.stdin.isatty() and sys.stdout.isatty()
-    if plain or not tty:
-        from chatrnn.tui.models import ModelLoader
+    settings = reply_settings(kw)
+    if plain or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        from chatrnn.infer_chat import Responder
 
-        responder = ModelLoader(device).load_chat(checkpoint)
+        responder = Responder.load(checkpoint, device=inference_device(device))
         sys.exit(run_plain(responder, settings))
 
     from chatrnn.decoding import GenerateSettings, from_env

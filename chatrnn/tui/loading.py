@@ -1,12 +1,13 @@
-"""The TUI's window onto checkpoints and models: discovery (no torch) and loading (in threads).
+"""Checkpoints for the TUI: discovery (no torch) and loading (in worker threads).
 
-This is the only TUI module that touches the inference API (``chatrnn.infer`` for the char LM,
-``chatrnn.infer_chat`` for the chat model), and it imports them lazily inside the loader methods,
-which the app calls from thread workers: importing the TUI never imports torch, and the screen
-shows "loading..." while torch and the weights come in.
+This is the only TUI module that reaches the inference API (``chatrnn.infer`` for the char LM,
+``chatrnn.infer_chat`` for the chat model), and it imports them lazily inside
+:meth:`ModelLoader.load`, which the app calls from a thread worker: importing the TUI never imports
+torch, and the screen shows "loading..." while torch and the weights come in.
 
-Discovery reads only ``config.json`` and the safetensors header (a JSON prefix), so listing
-every checkpoint in the model picker is instant and safe even when a folder is half-written.
+Discovery reads only ``config.json`` and the safetensors header (a JSON prefix), so listing every
+checkpoint in the model picker is instant and safe even when a folder is half-written. File names
+come from :mod:`chatrnn.checkpoint` (which imports torch only inside its loaders).
 
 Tests and benchmarks swap models in through :class:`ModelLoader`: any object with the
 ``Responder``/``Generator`` streaming interface works (see ``tests/tui/conftest.py``).
@@ -18,16 +19,17 @@ import json
 import os
 import struct
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from chatrnn import checkpoint as ckpt
 from chatrnn.errors import ChatrnnError
 
 CHAT = "chat"
 LM = "charlm"
 KINDS = (CHAT, LM)
-TRAIN_COMMAND = {CHAT: "chatrnn train chat", LM: "chatrnn train charlm"}
 KIND_LABEL = {CHAT: "chat (seq2seq)", LM: "char LM"}
 
 
@@ -35,19 +37,13 @@ class NoCheckpoint(ChatrnnError):
     """No checkpoint of the wanted kind exists at all: the app shows how to train one."""
 
 
-def checkpoints_root() -> Path:
-    from chatrnn.checkpoint import checkpoints_root as root
-
-    return root()
-
-
 def train_hint(kind: str | None = None) -> str:
     """The exact commands that produce a model the TUI can use."""
-    root = checkpoints_root()
-    if kind in TRAIN_COMMAND:
+    root = ckpt.checkpoints_root()
+    if kind in ckpt.KIND_COMMAND:
         return (
             f"No {KIND_LABEL[kind]} model found under {root}/. Train one with:\n\n"
-            f"    {TRAIN_COMMAND[kind]}\n\n"
+            f"    {ckpt.KIND_COMMAND[kind]}\n\n"
             "(or `chatrnn train` for both models, about 5 minutes on a CPU), then press ctrl+o "
             "to pick it, or restart `chatrnn chat`."
         )
@@ -58,8 +54,8 @@ def train_hint(kind: str | None = None) -> str:
 
 
 def missing_message(kind: str) -> str:
-    """One line for a missing model of ``kind`` (the CLI's error, the app's notification)."""
-    return f"no {KIND_LABEL[kind]} model under {checkpoints_root()}/; train one with `{TRAIN_COMMAND[kind]}`"
+    """One line for a missing model of ``kind`` (the app's notification)."""
+    return f"no {KIND_LABEL[kind]} model under {ckpt.checkpoints_root()}/; train one with `{ckpt.KIND_COMMAND[kind]}`"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,13 +139,13 @@ def inspect_checkpoint(folder: Path, root: Path | None = None) -> CheckpointInfo
         name = str(folder)
     info = CheckpointInfo(path=folder, name=name, kind=None)
     try:
-        cfg = json.loads((folder / "config.json").read_text("utf-8"))
-        info.modified = (folder / "config.json").stat().st_mtime
+        cfg = json.loads((folder / ckpt.CONFIG).read_text("utf-8"))
+        info.modified = (folder / ckpt.CONFIG).stat().st_mtime
     except (OSError, UnicodeDecodeError, ValueError) as e:
-        info.problem = f"unreadable config.json ({e.__class__.__name__})"
+        info.problem = f"unreadable {ckpt.CONFIG} ({e.__class__.__name__})"
         return info
     if not isinstance(cfg, dict):
-        info.problem = "config.json is not a chatrnn config"
+        info.problem = f"{ckpt.CONFIG} is not a chatrnn config"
         return info
     info.kind = cfg.get("kind")
     training = cfg.get("training") or {}
@@ -158,9 +154,9 @@ def inspect_checkpoint(folder: Path, root: Path | None = None) -> CheckpointInfo
         info.best_val_loss = float(loss) if isinstance(loss, (int, float)) else None
         steps = training.get("steps")
         info.steps = int(steps) if isinstance(steps, int) else None
-    weights = folder / "model.safetensors"
+    weights = folder / ckpt.BEST_WEIGHTS
     if not weights.is_file():
-        info.problem = "no model.safetensors (training never saved?)"
+        info.problem = f"no {ckpt.BEST_WEIGHTS} (training never saved?)"
     else:
         info.parameters = safetensors_parameters(weights)
         model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
@@ -170,7 +166,7 @@ def inspect_checkpoint(folder: Path, root: Path | None = None) -> CheckpointInfo
             if isinstance(emb, int) and 0 < emb < info.parameters:
                 info.parameters -= emb
         if info.parameters is None:
-            info.problem = "model.safetensors is corrupt"
+            info.problem = f"{ckpt.BEST_WEIGHTS} is corrupt"
     try:
         info.size_bytes = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
     except OSError:
@@ -183,21 +179,21 @@ def inspect_checkpoint(folder: Path, root: Path | None = None) -> CheckpointInfo
 def discover(root: Path | None = None, extra: list[str | Path] | tuple = ()) -> list[CheckpointInfo]:
     """Every checkpoint under ``root`` (default ``checkpoints/``, two levels deep) plus ``extra``
     folders given on the command line; newest first, without duplicates."""
-    root = Path(root) if root is not None else checkpoints_root()
+    root = Path(root) if root is not None else ckpt.checkpoints_root()
     folders: list[Path] = []
     if root.is_dir():
         try:
             for child in sorted(root.iterdir()):
                 if child.name.startswith("."):
                     continue
-                if (child / "config.json").is_file():
+                if (child / ckpt.CONFIG).is_file():
                     folders.append(child)
                 elif child.is_dir():
                     try:
                         folders.extend(
                             g
                             for g in sorted(child.iterdir())
-                            if not g.name.startswith(".") and (g / "config.json").is_file()
+                            if not g.name.startswith(".") and (g / ckpt.CONFIG).is_file()
                         )
                     except OSError:
                         pass
@@ -205,7 +201,7 @@ def discover(root: Path | None = None, extra: list[str | Path] | tuple = ()) -> 
             pass
     for e in extra:
         p = Path(e).expanduser()
-        if (p / "config.json").is_file():
+        if (p / ckpt.CONFIG).is_file():
             folders.append(p)
     seen: set[str] = set()
     out: list[CheckpointInfo] = []
@@ -229,12 +225,28 @@ def _under(path: Path, root: Path) -> bool:
 
 def pick_default(kind: str, infos: list[CheckpointInfo], root: Path | None = None) -> CheckpointInfo | None:
     """``checkpoints/<kind>`` when it is usable, else the newest usable checkpoint of that kind."""
-    root = Path(root) if root is not None else checkpoints_root()
+    root = Path(root) if root is not None else ckpt.checkpoints_root()
     usable = [i for i in infos if i.kind == kind and i.usable]
     for i in usable:
         if os.path.realpath(i.path) == os.path.realpath(root / kind):
             return i
     return usable[0] if usable else None
+
+
+def model_label(model: Any) -> str:
+    """A short name for a loaded model: its folder relative to the checkpoints root."""
+    folder = model_folder(model)
+    if folder is None:
+        return "model"
+    try:
+        return str(Path(folder).resolve().relative_to(ckpt.checkpoints_root().resolve()))
+    except (ValueError, OSError):
+        return folder
+
+
+def model_folder(model: Any) -> str | None:
+    """The checkpoint folder a model came from, as stored with a conversation (None: not from disk)."""
+    return str(model.folder) if model.folder is not None else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,13 +257,14 @@ class ChatModel(Protocol):
     """What the chat pane needs (``chatrnn.infer_chat.Responder`` has it)."""
 
     config: dict
-    folder: Path
+    folder: Path | None
+    context_turns: int  # earlier turns the model reads by default
 
     def prompt_pieces(self, message: str, history: Any = None, settings: Any = None) -> list[str]: ...
 
     def stream(
         self, message: str, history: Any = None, settings: Any = None, cancel: threading.Event | None = None
-    ): ...
+    ) -> Iterator[Any]: ...
 
 
 class CharModel(Protocol):
@@ -272,21 +285,23 @@ class CharModel(Protocol):
         rng_seed: int | None = None,
         candidates: int = 0,
         cancel: threading.Event | None = None,
-    ): ...
+    ) -> Iterator[Any]: ...
 
 
 class ModelLoader:
-    """Loads checkpoints for the app. Called from worker threads only (loading imports torch).
+    """Loads and warms checkpoints for the app. Called from worker threads only (both import torch).
 
-    ``load_chat``/``load_lm`` take a name or path (``None``: the default checkpoint of that kind,
-    see :func:`pick_default`) and raise :class:`ChatrnnError` with a one-line reason.
+    :meth:`load` takes a name or path (``None``: the default checkpoint of that kind, see
+    :func:`pick_default`) and raises :class:`ChatrnnError` with a one-line reason. :meth:`warm` is a
+    separate step so that a model that loads but fails its trial run still reaches the screen, with
+    a warning the app shows (and logs) instead of an error swallowed here.
     """
 
-    def __init__(self, device: str = "cpu"):
+    def __init__(self, device: str = "cpu") -> None:
         self.device = device or "cpu"
         self._resolved_device: Any = None
 
-    def _device(self):
+    def _device(self) -> Any:
         if self._resolved_device is None:
             if self.device in ("auto", ""):
                 from chatrnn.device import pick_device
@@ -302,110 +317,26 @@ class ModelLoader:
             if found is None:
                 raise NoCheckpoint(missing_message(kind))
             return found.path
-        from chatrnn.checkpoint import resolve_checkpoint
+        return ckpt.resolve_checkpoint(name, kind)
 
-        return resolve_checkpoint(name, kind)
-
-    def load_chat(self, name: str | Path | None = None) -> ChatModel:
-        folder = self.resolve(name, CHAT)
-        try:
+    def load(self, kind: str, name: str | Path | None = None) -> ChatModel | CharModel:
+        folder = self.resolve(name, kind)
+        if kind == CHAT:
             from chatrnn.infer_chat import Responder
-        except ImportError as e:  # the chat model's inference module is missing from this install
-            raise ChatrnnError(f"this chatrnn cannot run chat models ({e})") from None
-        model = Responder.load(folder, device=self._device())
-        warm_chat(model)
-        return model
 
-    def load_lm(self, name: str | Path | None = None) -> CharModel:
-        folder = self.resolve(name, LM)
+            return Responder.load(folder, device=self._device())
         from chatrnn.infer import Generator
 
-        model = Generator.load(folder, device=self._device())
-        warm_lm(model)
-        return model
+        return Generator.load(folder, device=self._device())
 
+    def warm(self, kind: str, model: Any) -> None:
+        """One short throwaway run, so the user's first message does not pay for lazy init (torch's
+        first call, allocator growth). Raises whatever the model raises: the caller reports it."""
+        if kind == CHAT:
+            from chatrnn.decoding import ReplySettings
 
-def warm_chat(model: Any) -> None:
-    """One short throwaway reply, so the user's first message does not pay for lazy init."""
-    try:
-        from chatrnn.decoding import ReplySettings
-
-        for _ in zip(range(2), model.stream("hello", [], ReplySettings(max_len=2))):
-            pass
-    except Exception:  # warming is an optimisation; a real error shows on the first message
-        pass
-
-
-def warm_lm(model: Any) -> None:
-    try:
-        for _ in model.stream("a", length=2, candidates=5):
-            pass
-    except Exception:
-        pass
-
-
-def model_label(model: Any) -> str:
-    """A short name for a loaded model: its folder relative to the checkpoints root."""
-    folder = getattr(model, "folder", None)
-    if folder is None:
-        return "model"
-    folder = Path(folder)
-    root = checkpoints_root()
-    try:
-        return str(folder.resolve().relative_to(root.resolve()))
-    except (ValueError, OSError):
-        return str(folder)
-
-
-def history_pairs(messages: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``(role, text)`` turns -> the ``(user, bot)`` pairs the chat model takes as context.
-
-    Cancelled or empty bot turns still close a pair (as an empty reply) so that turns stay aligned.
-    """
-    pairs: list[tuple[str, str]] = []
-    pending: str | None = None
-    for role, text in messages:
-        if role == "user":
-            if pending is not None:
-                pairs.append((pending, ""))
-            pending = text
-        elif pending is not None:
-            pairs.append((pending, text))
-            pending = None
-    return pairs
-
-
-class Pipe:
-    """Tokens from a worker thread to the UI, coalesced.
-
-    The worker calls :meth:`put` for every token; ``wake`` (which posts a message to the UI) runs
-    only when the pipe goes from empty to non-empty, so a fast model never floods the message
-    queue: the UI takes everything that piled up in one :meth:`take` and draws once.
-    """
-
-    def __init__(self, wake) -> None:
-        self._items: list = []
-        self._lock = threading.Lock()
-        self._wake = wake
-
-    def put(self, item) -> None:
-        with self._lock:
-            first = not self._items
-            self._items.append(item)
-        if first:
-            self._wake()
-
-    def take(self) -> list:
-        with self._lock:
-            items, self._items = self._items, []
-        return items
-
-
-def model_history(turns: list[tuple[str, str]]) -> list[str]:
-    """The conversation so far as the chat model's ``history`` argument: the turns' texts,
-    alternating user and bot (a user turn left without a reply gets an empty one, so the model
-    always sees the turns in the order it was trained on); the model keeps the last few."""
-    out: list[str] = []
-    for user, bot in history_pairs(turns):
-        out += [user, bot]
-    return out
+            for _ in zip(range(2), model.stream("hello", [], ReplySettings(max_len=2))):
+                pass
+        else:
+            for _ in model.stream("a", length=2, candidates=5):
+                pass
