@@ -54,6 +54,7 @@ def peak_rss_mb(corpus: Path, home: Path, steps: int) -> float:
         "--evals",
         "1",
         "--quiet",
+        "--overwrite",  # the cached-corpus run trains again into the same folder
         "--out",
         str(home / "ck" / corpus.stem),
     ]

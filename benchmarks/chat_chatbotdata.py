@@ -58,6 +58,26 @@ def median_ms(fn, prompts) -> float:
     return 1000 * statistics.median(times)
 
 
+def settings_from(pairs: list[str]) -> dict[str, dict]:
+    """``--set KEY=VALUE`` pairs sorted into ChatOptions' model / top-level / train layers (values as JSON
+    when they parse, else strings)."""
+    from dataclasses import fields
+
+    from chatrnn.train.chat import MODEL_KEYS, ChatOptions
+
+    top = {f.name for f in fields(ChatOptions)} - {"model", "train", "out"}
+    out: dict[str, dict] = {"model": {}, "options": {}, "train": {}}
+    for pair in pairs:
+        key, _, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out["model" if key in MODEL_KEYS else "options" if key in top else "train"][key] = value
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -68,6 +88,22 @@ def main() -> int:
     ap.add_argument(
         "--charlm-checkpoint", type=Path, default=None, help="skip char LM training, measure this checkpoint"
     )
+    ap.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="train the chat model for exactly this many steps (one shard per thread: the figures do not "
+        "depend on the machine's load, only the wall time does); --max-time is then ignored",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a chat training setting (model, chat or TrainConfig field, e.g. word_dropout=0.25), repeatable",
+    )
+    ap.add_argument("--skip-charlm", action="store_true", help="chat figures only")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
     if not args.corpus.is_file():
         print(f"skipped: {args.corpus} not found (the shared corpora sit beside the checkout)")
@@ -101,12 +137,19 @@ def main() -> int:
     # ---- chat model ------------------------------------------------------------------------
     chat_dir = args.chat_checkpoint or work / "chat"
     if args.chat_checkpoint is None:
+        extra = settings_from(args.set)
+        train = (
+            dict(max_time=budget) if args.max_steps is None else dict(max_steps=args.max_steps, threads=args.threads)
+        )
         opts = ChatOptions(
             out=chat_dir,
             corpus=[str(train_csv)],
             val_file=str(val_csv),
             device="cpu",
-            train=dict(max_time=budget),
+            model=extra["model"],
+            train={**train, **extra["train"]},
+            overwrite=True,  # a rerun with the same --work folder trains a new model
+            **extra["options"],
         )
         r = train_chat(opts, reporter=Reporter(every_s=60))
         print(f"chat: {r.steps} steps in {r.elapsed:.0f}s, best val loss {r.best_val_loss:.4f}")
@@ -121,17 +164,18 @@ def main() -> int:
     val_file = work / "val_replies.txt"
     val_file.write_text("".join(normalize_text(p.reply) + "\n" for p in val_pairs), "utf-8")
     char_dir = args.charlm_checkpoint or work / "charlm"
-    if args.charlm_checkpoint is None:
+    if args.charlm_checkpoint is None and not args.skip_charlm:
         copts = CharLMOptions(
             out=char_dir,
             sources=[TextSource("ChatbotData training replies", text=train_text)],
             val_file=str(val_file),
             device="cpu",
             train=dict(max_time=budget),
+            overwrite=True,
         )
         cr = train_charlm(copts, reporter=Reporter(every_s=60))
         print(f"char LM: {cr.steps} steps in {cr.elapsed:.0f}s")
-    char_m = evaluate_charlm_file(char_dir, val_file, device="cpu")
+    char_m = {"bpc": float("nan")} if args.skip_charlm else evaluate_charlm_file(char_dir, val_file, device="cpu")
 
     # ---- chat figures ----------------------------------------------------------------------
     resp = Responder.load(chat_dir)
@@ -147,7 +191,9 @@ def main() -> int:
     d1, d2 = distinct_n(replies, 1), distinct_n(replies, 2)
     prompts = [p.prompt for p in val_pairs[:100]]
     greedy_ms = median_ms(lambda q: resp.reply(q, settings=greedy), prompts)
-    beam_ms = median_ms(lambda q: resp.reply(q, settings=ReplySettings(beam=5)), prompts)
+    beam_ms = median_ms(
+        lambda q: resp.reply(q, settings=ReplySettings(beam=5)), prompts[: 20 if args.skip_charlm else 100]
+    )
 
     print()
     print(
@@ -178,6 +224,22 @@ def main() -> int:
     print("sample replies:")
     for p, rep in list(zip(val_pairs, replies))[:8]:
         print(f"  {p.prompt} -> {rep}   (ref: {p.reply})")
+    if args.json is not None:
+        figures = {
+            "settings": args.set,
+            "steps": t["steps"],
+            "train_time_s": t["train_time_s"],
+            "tokens_per_s": tokens_per_s,
+            "val_loss": true["loss"],
+            "shuffled_loss": shuffled["loss"],
+            "ratio": ratio,
+            "bpc": true["bpc"],
+            "distinct_1": d1,
+            "distinct_2": d2,
+            "greedy_ms": greedy_ms,
+            "replies": [[p.prompt, rep, p.reply] for p, rep in zip(val_pairs, replies)][:40],
+        }
+        args.json.write_text(json.dumps(figures, ensure_ascii=False, indent=1), "utf-8")
     return 0
 
 

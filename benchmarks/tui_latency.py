@@ -7,7 +7,9 @@
 it with ``call_after_refresh``). Keys during streaming are posted the way the terminal driver posts
 them (the pilot's ``press`` waits for the whole process to go idle, which never happens while a
 model streams); "handled" is when the input box shows the typed character, or the temperature
-changed, polled every millisecond.
+changed, polled every millisecond. The input box is the Chat tab's multi-line ``ChatInput`` (a
+TextArea); the keys during streaming are typed into it after a two-line draft, so they land in a
+box that has already grown, as they would in a multi-line message.
 
     python benchmarks/tui_latency.py                      # checkpoints/chat and checkpoints/charlm
     python benchmarks/tui_latency.py --checkpoint chat --lm charlm --messages 20 --keys 20
@@ -166,27 +168,50 @@ async def run(args) -> int:
         # 2. keys while a long reply streams
         app.chat.set_settings(ReplySettings(min_len=args.stream_len, max_len=args.stream_len, no_repeat_ngram=0))
         box.value = ""
+        draft = "a draft over\ntwo lines "
         app.chat.submit("tell me a long story")
         await until(lambda: app.chat.job is not None and len(app.chat.job.text) > 0)
+        box.value = draft  # a multi-line message being written while the reply streams
+        # The baseline, in the same process and under the same load: a one-line Input (the box the
+        # chat had before the multi-line one) below it; keys alternate between the two.
+        from textual.widgets import Input
+
+        baseline = Input(id="bench-baseline-input", select_on_focus=False)
+        await app.chat.mount(baseline)
+        await asyncio.sleep(0.05)
         keys: list[float] = []
-        for i in range(args.keys):
+        base_keys: list[float] = []
+        block = max(1, args.keys // 2)  # blocks of keys, alternating, so load drift hits both alike
+        for i in range(2 * args.keys):
             if not app.chat.running:
                 break
+            target, out = (box, keys) if (i // block) % 2 == 0 else (baseline, base_keys)
+            if i % block == 0:
+                target.focus()
+                await asyncio.sleep(0.3)  # focus moved: the footer redraws its keys, let it settle
+            await asyncio.sleep(0.03)
             ch = "abcdefghijklmnopqrstuvwxyz"[i % 26]
-            expect = box.value + ch
+            expect = target.value + ch
             t0 = time.perf_counter()
             send_key(app, ch)
-            t1 = await until(lambda expect=expect: box.value == expect)
-            keys.append((t1 - t0) * 1000)
-            await asyncio.sleep(0.03)
+            t1 = await until(lambda target=target, expect=expect: target.value == expect)
+            out.append((t1 - t0) * 1000)
         streamed = len(app.chat.job.pieces)
         was_replying = app.chat.running
         send_key(app, "escape")
         await until(lambda: app.chat.job.reported)
+        await baseline.remove()
+        box.focus()
         if not was_replying:
             print(f"note: the reply ended before all {args.keys} keys were sent (raise --stream-len)")
         ok &= summary("key handled while a reply streams", keys, 50, stat="max")
-        print(f"{'':<48} ({streamed} tokens streamed meanwhile)")
+        print(f"{'':<48} ({streamed} tokens streamed meanwhile; keys typed into the multi-line ChatInput)")
+        summary("  baseline: one-line Input, same stream", base_keys, 50, stat="max")
+        ms, base = sorted(keys), sorted(base_keys)
+        print(
+            f"{'':<48} ChatInput / Input: median x{statistics.median(ms) / max(1e-9, statistics.median(base)):.2f}, "
+            f"p90 x{ms[int(0.9 * (len(ms) - 1))] / max(1e-9, base[int(0.9 * (len(base) - 1))]):.2f}"
+        )
 
         # 3. temperature keys while the char LM streams
         await pilot.press("f3")

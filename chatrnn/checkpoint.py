@@ -30,6 +30,8 @@ LAST_WEIGHTS = "last.safetensors"
 TRAIN_STATE = "train_state.pt"
 METRICS = "metrics.jsonl"
 KIND_COMMAND = {"charlm": "chatrnn train charlm", "chat": "chatrnn train chat"}
+# What a training run writes; ``--overwrite`` leaves these behind, never a user's own files
+OWN_FILES = frozenset({CONFIG, BEST_WEIGHTS, LAST_WEIGHTS, TRAIN_STATE, METRICS, "tokenizer.model"})
 
 
 def checkpoints_root() -> Path:
@@ -39,6 +41,55 @@ def checkpoints_root() -> Path:
 
 def _old(folder: Path) -> Path:
     return folder.parent / f".{folder.name}.old"
+
+
+def recovered(folder: Path) -> Path | None:
+    """The folder that holds checkpoint ``folder``: itself, or ``.NAME.old`` when a save was killed
+    between its two renames (``folder`` gone, the complete old one beside it); None when neither
+    holds a config. The one recovery rule, for ``--checkpoint`` and the TUI's discovery alike."""
+    folder = Path(folder)
+    if (folder / CONFIG).is_file():
+        return folder
+    if not folder.exists() and (_old(folder) / CONFIG).is_file():
+        return _old(folder)
+    return None
+
+
+def interrupted_name(child: Path) -> str | None:
+    """``NAME`` for a leftover ``.NAME.old`` folder (see :func:`recovered`), else None."""
+    n = child.name
+    return n[1:-4] if n.startswith(".") and n.endswith(".old") and len(n) > 5 else None
+
+
+# Most bytes each checkpoint file may have before it is read: a file a user is handed may be a
+# link to /dev/zero or a multi-gigabyte blob, and must be refused before it fills the memory.
+MAX_BYTES = {CONFIG: 64 << 20, METRICS: 256 << 20, "tokenizer.model": 256 << 20}
+
+
+def checked_size(path: Path, limit: int | None = None) -> int:
+    """The size of ``path`` if it is a regular file (after links) of at most ``limit`` bytes (default:
+    :data:`MAX_BYTES` for its name, none for weights); else one line. FileNotFoundError passes through."""
+    import stat
+
+    path = Path(path)
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ChatrnnError(f"{path} is not a regular file; refusing to read it")
+    limit = MAX_BYTES.get(path.name) if limit is None else limit
+    if limit is not None and st.st_size > limit:
+        raise ChatrnnError(f"{path} is {st.st_size:,} bytes, more than a chatrnn {path.name} can be ({limit:,})")
+    return st.st_size
+
+
+def read_checked(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of a checkpoint file, through :func:`checked_size` (and never more than it allowed,
+    should the file grow or be swapped between the check and the read)."""
+    size = checked_size(path, limit)
+    with open(path, "rb") as fh:
+        data = fh.read(size + 1)
+    if len(data) > size:
+        raise ChatrnnError(f"{path} changed while it was read; try again")
+    return data
 
 
 class Stage:
@@ -53,7 +104,8 @@ class Stage:
         return p
 
     def save_json(self, name: str, obj: Any) -> None:
-        self._fresh(name).write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        # allow_nan=False: NaN is not JSON; a non-finite score is a bug to report, not to store
+        self._fresh(name).write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n", "utf-8")
 
     def save_bytes(self, name: str, data: bytes) -> None:
         self._fresh(name).write_bytes(data)
@@ -72,7 +124,8 @@ class Stage:
 
     def append_lines(self, name: str, lines: list[str]) -> None:
         p = self.path / name
-        old = p.read_text("utf-8") if p.exists() else ""
+        # read through the size check; a link to a device (/dev/zero) holds no lines worth keeping
+        old = read_checked(p).decode("utf-8", "replace") if p.is_file() else ""
         self._fresh(name).write_text(old + "".join(line.rstrip("\n") + "\n" for line in lines), "utf-8")
 
     def remove(self, name: str) -> None:
@@ -92,9 +145,40 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _link_or_copy(src: str | Path, dst: str | Path) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
+def _carry(src: Path, dst: Path) -> None:
+    """One entry of the live folder into the stage, hard-linked: files, symlinks (as links) and
+    whole subfolders (a user's, kept inside a checkpoint), so the swap never drops anything."""
+    if src.is_symlink():
+        os.symlink(os.readlink(src), dst)
+    elif src.is_dir():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(src, dst)
+
+
+def _discard(path: Path) -> None:
+    """Remove the previous folder; an ``--out`` that was a symlink left a link there (its target,
+    the user's, stays untouched)."""
+    if path.is_symlink():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @contextmanager
-def update_checkpoint(folder: str | Path) -> Iterator[Stage]:
-    """Stage an update of ``folder``; it becomes visible only when the block ends without error."""
+def update_checkpoint(folder: str | Path, fresh: bool = False) -> Iterator[Stage]:
+    """Stage an update of ``folder``; it becomes visible only when the block ends without error.
+
+    Everything the live folder holds is carried over, unless ``fresh`` (``--overwrite``: a new
+    model), which leaves chatrnn's own files (:data:`OWN_FILES`) behind but still carries the rest.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     live = folder if folder.is_dir() else (_old(folder) if _old(folder).is_dir() else None)
@@ -104,22 +188,20 @@ def update_checkpoint(folder: str | Path) -> Iterator[Stage]:
     try:
         if live is not None:
             for f in live.iterdir():
-                if f.is_file():
-                    try:
-                        os.link(f, tmp / f.name)
-                    except OSError:
-                        shutil.copy2(f, tmp / f.name)
+                if not (fresh and f.name in OWN_FILES):
+                    _carry(f, tmp / f.name)
         yield Stage(tmp)
         for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+            if f.is_file() and not f.is_symlink():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
         old = _old(folder)
         if folder.is_dir():
-            shutil.rmtree(old, ignore_errors=True)
+            _discard(old)
             os.replace(folder, old)
         os.replace(tmp, folder)
         _fsync_dir(folder.parent)
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -140,10 +222,9 @@ def resolve_checkpoint(name: str | Path | None, kind: str | None = None) -> Path
         if not p.is_absolute():
             candidates.append(root / p)
     for c in candidates:
-        if (c / CONFIG).is_file():
-            return c
-        if not c.exists() and (_old(c) / CONFIG).is_file():
-            return _old(c)  # a save was interrupted between its two renames
+        found = recovered(c)  # c, or its .old when a save was interrupted between its two renames
+        if found is not None:
+            return found
     hint = f"; train one with `{KIND_COMMAND[kind]}`" if kind in KIND_COMMAND else ""
     shown = candidates[0] if name is None else name
     if any(c.is_dir() for c in candidates):
@@ -152,19 +233,18 @@ def resolve_checkpoint(name: str | Path | None, kind: str | None = None) -> Path
 
 
 def read_config(folder: Path, kind: str | None = None) -> dict:
-    """``config.json`` of a checkpoint, checked for format version and (optionally) kind."""
+    """``config.json`` of a checkpoint, checked against the one schema (``checkpoint_schema.py``):
+    format version, (optionally) kind, and every field's type and range."""
+    from chatrnn.checkpoint_schema import loads_json, validate_config
+
+    path = Path(folder) / CONFIG
     try:
-        cfg = json.loads((folder / CONFIG).read_text("utf-8"))
+        cfg = loads_json(read_checked(path), path)
     except FileNotFoundError:
         raise ChatrnnError(f"{folder} has no {CONFIG}; not a chatrnn checkpoint") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ChatrnnError(f"{folder / CONFIG} is corrupt ({e.__class__.__name__}); retrain or restore it") from None
-    if not isinstance(cfg, dict) or "kind" not in cfg:
-        raise ChatrnnError(f"{folder / CONFIG} is not a chatrnn config")
-    if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
-        raise ChatrnnError(f"{folder} was written by a newer chatrnn (format {cfg['format_version']}); upgrade chatrnn")
-    if kind is not None and cfg["kind"] != kind:
-        raise ChatrnnError(f"{folder} holds a {cfg['kind']} model, not a {kind} model")
+    except OSError as e:
+        raise ChatrnnError(f"{path} is corrupt ({e.__class__.__name__}); retrain or restore it") from None
+    validate_config(cfg, path, FORMAT_VERSION, kind)  # the one schema: a bad field is one line naming it
     return cfg
 
 
@@ -174,25 +254,46 @@ def load_weights(folder: Path, name: str = BEST_WEIGHTS) -> dict:
     from safetensors.torch import load_file
 
     path = folder / name
-    if not path.is_file():
+    if not path.exists():
         raise ChatrnnError(f"{path} is missing; the checkpoint is incomplete")
     try:
-        return load_file(str(path), device="cpu")
+        checked_size(path)
+        weights = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ChatrnnError(f"{path} is corrupt ({str(e).splitlines()[0][:80]}); retrain or restore it") from None
+    bad = non_finite(weights)
+    if bad is not None:  # a diverged model would only print garbage
+        raise ChatrnnError(f"{path} holds non-finite weights (NaN or inf in {bad}); retrain or restore it")
+    return weights
+
+
+def non_finite(tensors: dict) -> str | None:
+    """The name of the first floating-point tensor holding a NaN or an infinity, or None."""
+    import torch
+
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
 
 
 def load_train_state(folder: Path) -> dict:
     """The resume state; ``weights_only=True`` so a tampered file cannot run code."""
     import torch
 
+    from chatrnn.train.state_check import check_archive, check_train_state, train_state_limit
+
     path = folder / TRAIN_STATE
-    if not path.is_file():
+    if not path.exists():
         raise ChatrnnError(f"{folder} has no {TRAIN_STATE}; it cannot be resumed (was it saved by an older run?)")
+    checked_size(path, train_state_limit(folder))
+    check_archive(path, train_state_limit(folder))  # nor what it would expand to
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises several types for damaged or unsafe pickles
         raise ChatrnnError(f"{path} is corrupt or unsafe ({e.__class__.__name__}); cannot resume") from None
+    check_train_state(state, path)  # its structure now; the trainer checks it against the model too
+    return state
 
 
 def base_config(kind: str) -> dict:
@@ -204,9 +305,9 @@ def read_metrics(folder: Path) -> list[dict]:
     if not path.exists():
         return []
     out = []
-    for line in path.read_text("utf-8").splitlines():
+    for line in read_checked(path).decode("utf-8", "replace").splitlines():
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             continue
     return out

@@ -28,6 +28,13 @@ class ReplySettings:
     max_len: int = 40
     context_turns: int | None = None  # None: what the model was trained with
     rng_seed: int | None = None
+    # Beam candidates reranked by maximum mutual information ("mmi", Li et al. 2016's MMI-antiLM:
+    # log p(reply | prompt) - mmi_lambda * log p(reply), see infer_chat.Responder._mmi), or "none".
+    rerank: str = "none"
+    mmi_lambda: float = 0.5
+
+
+RERANKERS = ("none", "mmi")
 
 
 @dataclass
@@ -53,6 +60,7 @@ _LIMITS = {
     "max_len": (1, 10000),
     "context_turns": (0, 64),
     "length": (0, 1000000),
+    "mmi_lambda": (0.0, 5.0),
 }
 
 
@@ -65,6 +73,11 @@ def set_value(settings, name: str, raw: str | float | int):
     key = name.lower().replace("-", "_")
     if key not in names:
         raise ChatrnnError(f"unknown setting {name!r}; settings: {', '.join(names)}")
+    if key == "rerank":
+        choice = str(raw).strip().lower() if raw not in (None, "") else "none"
+        if choice not in RERANKERS:
+            raise ChatrnnError(f"rerank must be one of {', '.join(RERANKERS)}, not {raw!r}")
+        return replace(settings, rerank=choice)
     is_int = key in (
         "top_k",
         "beam",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -11,14 +12,25 @@ from chatrnn.corpus.text import collect_sources, encode_corpus
 from chatrnn.device import pick_device
 from chatrnn.errors import ChatrnnError
 from chatrnn.infer import Generator
-from chatrnn.train.charlm_task import evaluate_stream
+from chatrnn.train.charlm_task import evaluate_stream, metrics_from_loss
+
+if TYPE_CHECKING:
+    from chatrnn.adapt import AdaptSettings
 
 
 def evaluate_charlm_file(
-    checkpoint: str | Path | None, file: str | Path, encoding: str = "utf-8", device: str | None = None
+    checkpoint: str | Path | None,
+    file: str | Path,
+    encoding: str = "utf-8",
+    device: str | None = None,
+    adapt: AdaptSettings | None = None,
+    adapt_stats: str | Path | None = None,
 ) -> dict:
     """Loss (nats/char), perplexity, bits/char on ``file``; characters the model never saw are
-    dropped and counted (they have no probability to score)."""
+    dropped and counted (they have no probability to score).
+
+    With ``adapt`` the figures are dynamic evaluation's (``chatrnn.adapt``) and the static ones
+    move to ``*_static``: the static figure is the very one a plain ``eval`` prints."""
     dev = pick_device(device)
     gen = Generator.load(checkpoint, device=dev)
     sources = collect_sources([file])
@@ -30,7 +42,22 @@ def evaluate_charlm_file(
     m = evaluate_stream(gen.model, known.data, dev, rows=rows, seq_len=256)
     m["unknown_chars"] = int(len(full) - len(known)) if full is not known else 0
     m["checkpoint"] = str(gen.folder)
+    if adapt is not None:
+        m = _adapted_metrics(gen, known.data, m, adapt, adapt_stats)
     return m
+
+
+def _adapted_metrics(gen: Generator, data, static: dict, s: AdaptSettings, stats_file) -> dict:
+    from chatrnn.adapt import adapt, stats_for
+
+    stats, source = stats_for(gen, s.check(), stats_file)  # never from the scored text itself
+    r = adapt(gen.model, data, s, stats)
+    out = {k: v for k, v in static.items() if k not in ("loss", "perplexity", "bpc")}
+    out.update(metrics_from_loss(r.loss, r.chars))
+    for k in ("loss", "perplexity", "bpc"):
+        out[f"{k}_static"] = static[k]
+    out["adapt"] = {**s.to_dict(), "stats": source, "seconds": round(r.seconds, 2)}
+    return out
 
 
 def checkpoint_kind(checkpoint: str | Path | None, default: str = "charlm") -> str:

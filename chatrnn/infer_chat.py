@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from chatrnn import checkpoint as ckpt
+from chatrnn.checkpoint_schema import check_weights_fit
 from chatrnn.decoding import ReplySettings
 from chatrnn.errors import ChatrnnError
 from chatrnn.infer import single_thread
@@ -37,6 +39,21 @@ class ReplyToken:
     text: str  # newly completed detokenized text (may be "")
     piece: str  # the sentencepiece piece, for display
     attention: list[float]  # this reply token's attention over the prompt tokens
+    # (hidden,) the decoder's top-layer hidden state at the step that chose this token (the step whose
+    # attention row this is: it has read every token before this one)
+    state: np.ndarray | None = None
+
+
+@dataclass
+class Alternative:
+    """One of beam search's n best replies: its text, its score (total log-probability divided by
+    the length penalty: the number the search ranked it by), and its pieces and attention rows, so
+    that picking it as the reply keeps its heatmap."""
+
+    text: str
+    score: float
+    pieces: list[str]
+    attention: list[list[float]]
 
 
 @dataclass
@@ -49,6 +66,8 @@ class Reply:
         default_factory=list
     )  # beam alternatives with scores, else [(text, logprob)]
     cancelled: bool = False
+    encoder_states: np.ndarray | None = None  # (prompt tokens, hidden): the encoder's outputs (both directions)
+    decoder_states: np.ndarray | None = None  # (reply tokens, hidden): ReplyToken.state, row by row
 
 
 def banned_by_ngram(tokens: list[int], n: int) -> set[int]:
@@ -84,11 +103,13 @@ class Responder:
     @classmethod
     def load(cls, name: str | Path | None = None, device: str | torch.device = "cpu") -> Responder:
         folder = ckpt.resolve_checkpoint(name, "chat")
-        cfg = ckpt.read_config(folder, "chat")
+        cfg = ckpt.read_config(folder, "chat")  # schema-checked: types and ranges
+        model_cfg = Seq2SeqConfig.from_dict(cfg["model"])
+        check_weights_fit(folder / ckpt.BEST_WEIGHTS, lambda: Seq2Seq(model_cfg))  # before any allocation
         weights = ckpt.load_weights(folder)
         tok = SubwordTokenizer.load(folder / TOKENIZER_FILE)
         try:
-            model = Seq2Seq(Seq2SeqConfig.from_dict(cfg["model"]))
+            model = Seq2Seq(model_cfg)
             model.load_state_dict(weights)
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise ChatrnnError(
@@ -150,10 +171,15 @@ class Responder:
         history: list[str] | None = None,
         settings: ReplySettings | None = None,
         cancel: threading.Event | None = None,
+        alternatives: list[Alternative] | None = None,
     ) -> Iterator[ReplyToken]:
-        """The reply's tokens as they are decided; see the module docstring."""
+        """The reply's tokens as they are decided; see the module docstring.
+
+        ``alternatives``, when given, receives beam search's ``settings.nbest`` best replies (the
+        first is the one streamed), before the first token: a caller that shows them does not
+        have to decode twice. Sampling and greedy decoding leave it empty."""
         with single_thread(self.device.type == "cpu"):  # batch-1 steps: one thread is fastest
-            yield from self._run(message, history, settings or ReplySettings(), cancel, None)
+            yield from self._run(message, history, settings or ReplySettings(), cancel, None, alternatives)
 
     def reply(
         self,
@@ -165,12 +191,16 @@ class Responder:
         settings = settings or ReplySettings()
         out = Reply("", [], [], [], [])
         texts: list[str] = []
+        states: list[np.ndarray] = []
         with single_thread(self.device.type == "cpu"):
             for t in self._run(message, history, settings, cancel, out):
                 texts.append(t.text)
                 if t.piece or t.attention:
                     out.pieces.append(t.piece)
                     out.attention.append(t.attention)
+                    if t.state is not None:
+                        states.append(t.state)
+        out.decoder_states = np.stack(states) if states else np.zeros((0, self.model.cfg.hidden), np.float32)
         out.text = "".join(texts).strip()
         if not out.nbest:
             out.nbest = [(out.text, 0.0)]
@@ -183,58 +213,91 @@ class Responder:
         settings: ReplySettings,
         cancel: threading.Event | None,
         out: Reply | None,
+        alternatives: list[Alternative] | None = None,
     ) -> Iterator[ReplyToken]:
         ids = self.prompt_ids(message, history, settings)
         if out is not None:
             out.prompt_pieces = [self.tok.piece_text(i) for i in ids]
+        sink: dict[str, np.ndarray] = {}
         if settings.beam > 1:
-            hyps = self._beam(ids, settings, cancel)
+            hyps = self._beam(ids, settings, cancel, sink)
             if hyps is None:  # cancelled
                 if out is not None:
                     out.cancelled = True
                 return
+            if settings.rerank == "mmi":
+                hyps = self._mmi(hyps, settings)
             if out is not None:
                 out.nbest = [(self.tok.decode(t).strip(), s) for t, s, _ in hyps[: max(1, settings.nbest)]]
+            if alternatives is not None:
+                alternatives.extend(
+                    Alternative(self.tok.decode(t).strip(), float(s), [self.tok.piece_text(i) for i in t], a)
+                    for t, s, a in hyps[: max(1, settings.nbest)]
+                )
+            if out is not None:
+                out.encoder_states = sink.get("encoder")
             tokens, _, attn = hyps[0]
-            yield from self._emit(tokens, attn)
+            yield from self._emit(tokens, attn, self._replay_states(ids, tokens))
             return
         total, produced = 0.0, []
         dec = StreamDecoder(self.tok)
-        for tok_id, logp, attn in self._sample(ids, settings, cancel):
+        for tok_id, logp, attn, state in self._sample(ids, settings, cancel, sink):
+            if out is not None and out.encoder_states is None:
+                out.encoder_states = sink.get("encoder")
             if tok_id is None:
                 if out is not None:
                     out.cancelled = True
                 break
             total += logp
             produced.append(tok_id)
-            yield ReplyToken(dec.feed(tok_id), self.tok.piece_text(tok_id), attn)
+            yield ReplyToken(dec.feed(tok_id), self.tok.piece_text(tok_id), attn, state)
         tail = dec.finish()
         if tail:
             yield ReplyToken(tail, "", [])
         if out is not None:
             out.nbest = [(self.tok.decode(produced).strip(), total)]
 
-    def _emit(self, tokens: list[int], attn: list[list[float]]) -> Iterator[ReplyToken]:
+    def _emit(self, tokens: list[int], attn: list[list[float]], states: np.ndarray) -> Iterator[ReplyToken]:
         dec = StreamDecoder(self.tok)
-        for t, a in zip(tokens, attn):
-            yield ReplyToken(dec.feed(t), self.tok.piece_text(t), a)
+        for t, a, st in zip(tokens, attn, states):
+            yield ReplyToken(dec.feed(t), self.tok.piece_text(t), a, st)
         tail = dec.finish()
         if tail:
             yield ReplyToken(tail, "", [])
 
-    def _sample(self, ids: list[int], settings: ReplySettings, cancel: threading.Event | None):
-        """Greedy (temperature 0) or sampled ids, one per step, with log-prob and attention row;
-        ``(None, 0, [])`` when cancelled."""
+    def _replay_states(self, ids: list[int], tokens: list[int]) -> np.ndarray:
+        """The decoder's top-layer hidden state at each of ``tokens`` (len(tokens), hidden), fed them in
+        turn. Beam search keeps ``beam`` hypotheses whose histories split and die; rather than carry a
+        state history for each, the winner is replayed: decoding is deterministic given the tokens, so
+        these are the states the search saw (a few ms for a reply)."""
+        model = self.model
+        enc = self._encode(ids)
+        rows = []
+        with torch.inference_mode():
+            hidden, feed = enc.hidden, model.initial_feed(enc)
+            for tok in [model.cfg.bos_id] + tokens[:-1]:
+                _, hidden, feed, _ = model.step(torch.tensor([tok], device=self.device), hidden, feed, enc, lean=True)
+                rows.append(hidden[-1, 0].float().cpu().numpy())
+        return np.stack(rows) if rows else np.zeros((0, model.cfg.hidden), np.float32)
+
+    def _sample(
+        self, ids: list[int], settings: ReplySettings, cancel: threading.Event | None, sink: dict | None = None
+    ):
+        """Greedy (temperature 0) or sampled ids, one per step, with log-prob, attention row and the
+        decoder's top-layer hidden state; ``(None, 0, [], None)`` when cancelled. ``sink["encoder"]``
+        receives the encoder's outputs (prompt tokens, hidden)."""
         model, cfg = self.model, self.model.cfg
         gen = torch.Generator().manual_seed(settings.rng_seed) if settings.rng_seed is not None else None
         enc = self._encode(ids)
+        if sink is not None:
+            sink["encoder"] = enc.memory[0].float().cpu().numpy()
         with torch.inference_mode():
             hidden, feed = enc.hidden, model.initial_feed(enc)
             prev = torch.tensor([cfg.bos_id], device=self.device)
         tokens: list[int] = []
         for _ in range(settings.max_len):
             if cancel is not None and cancel.is_set():
-                yield None, 0.0, []
+                yield None, 0.0, [], None
                 return
             with torch.inference_mode():
                 logits, hidden, feed, weights = model.step(prev, hidden, feed, enc, lean=True)
@@ -248,11 +311,33 @@ class Responder:
                 if nxt == cfg.eos_id:
                     return
                 row = weights[0].float().cpu().tolist()
+                state = hidden[-1, 0].float().cpu().numpy()
                 prev = torch.tensor([nxt], device=self.device)
             tokens.append(nxt)
-            yield nxt, logp, row
+            yield nxt, logp, row, state
 
-    def _beam(self, ids: list[int], settings: ReplySettings, cancel: threading.Event | None):
+    def _mmi(self, hyps: list, settings: ReplySettings) -> list:
+        """Beam hypotheses reranked by maximum mutual information (Li et al., 2016, MMI-antiLM):
+        ``score - mmi_lambda * log p(reply) / length_penalty``, where ``score`` is the beam's own
+        length-normalised log p(reply | prompt) and p(reply) is the same decoder reading no prompt
+        (``Seq2Seq.null_encoded``: zero encoder memory, the bridge of zero states), scored
+        teacher-forced with the reply's end token, normalised by the same GNMT penalty. Replies
+        that are likely whatever the prompt ("I don't know") lose to ones this prompt makes
+        likely. At ``mmi_lambda`` 0 the order is the beam's (a stable sort of unchanged scores)."""
+        lam = settings.mmi_lambda
+        if lam == 0 or len(hyps) < 2:
+            return hyps
+        model = self.model
+        toks = [list(t) for t, _, _ in hyps]
+        with torch.inference_mode():
+            null = model.null_encoded(len(toks), self.device)
+            lm = model.reply_logprobs(null, toks, [True] * len(toks))
+        rescored = [
+            (t, s - lam * p / length_penalty(len(t) + 1, settings.length_penalty), a) for (t, s, a), p in zip(hyps, lm)
+        ]
+        return sorted(rescored, key=lambda h: -h[1])
+
+    def _beam(self, ids: list[int], settings: ReplySettings, cancel: threading.Event | None, sink: dict | None = None):
         """Beam search; hypotheses ``(tokens, normalised score, attention rows)`` best first, or None if cancelled.
 
         Finished hypotheses are scored by total log-prob / length penalty (GNMT); the search stops
@@ -261,6 +346,8 @@ class Responder:
         """
         model, cfg, k = self.model, self.model.cfg, settings.beam
         enc = self._encode(ids, copies=k)
+        if sink is not None:
+            sink["encoder"] = enc.memory[0].float().cpu().numpy()
         with torch.inference_mode():
             hidden, feed = enc.hidden, model.initial_feed(enc)
             prev = torch.full((k,), cfg.bos_id, dtype=torch.long, device=self.device)

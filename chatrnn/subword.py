@@ -143,9 +143,11 @@ class SubwordTokenizer:
     @classmethod
     def load(cls, path: Path) -> SubwordTokenizer:
         """Read a ``tokenizer.model`` file."""
+        from chatrnn.checkpoint import read_checked
+
         path = Path(path)
         try:
-            data = path.read_bytes()
+            data = read_checked(path)  # a regular file of a sane size: never a link to /dev/zero
         except FileNotFoundError as e:
             raise ChatrnnError(f"{path} does not exist") from e
         except OSError as e:

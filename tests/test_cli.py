@@ -22,6 +22,9 @@ COMMANDS = [
     ["info"],
     ["reply"],
     ["chat"],
+    ["corpus"],
+    ["corpus", "check"],
+    ["neurons"],
 ]
 
 
@@ -51,9 +54,9 @@ def test_every_entry_point_lists_the_same_commands():
     ]
     assert outs[0] == outs[1]
     listed = outs[0].split("Commands:")[1].split()
-    for command in ("chat", "eval", "generate", "info", "reply", "train"):
+    for command in ("chat", "corpus", "eval", "generate", "info", "reply", "train"):
         assert command in listed
-    assert set(cli.commands) == {"chat", "eval", "generate", "info", "reply", "train"}
+    assert set(cli.commands) == {"chat", "corpus", "eval", "generate", "info", "neurons", "reply", "train"}
     assert set(cli.commands["train"].commands) == {"charlm", "chat"}
 
 
@@ -328,3 +331,72 @@ def test_the_summary_names_the_task_unit(tmp_path):
         )
         summarize(result, Capture(quiet=False))
         assert shown in lines[-2] and lines[-1] == f"checkpoint: {tmp_path}"
+
+
+# ----- dynamic evaluation: eval --adapt, generate --adapt / --save-adapted (chatrnn/adapt.py) ------------
+ADAPT_TEXT = "It is the east, and Juliet is the sun.\n" * 30
+
+
+def test_eval_adapt_prints_static_and_adapted(tmp_path, tiny_charlm):
+    import hashlib
+
+    text = tmp_path / "t.txt"
+    text.write_text(ADAPT_TEXT, "utf-8")
+    runner = CliRunner()
+    args = ["eval", "-c", str(tiny_charlm), "--file", str(text), "--adapt", "--adapt-lr", "3e-3", "--adapt-seq", "50"]
+    plain = json.loads(runner.invoke(cli, ["eval", "-c", str(tiny_charlm), "--file", str(text), "--json"]).stdout)
+    r = runner.invoke(cli, [*args, "--json"])
+    assert r.exit_code == 0, r.output
+    m = json.loads(r.stdout)
+    assert {"loss", "loss_static", "bpc", "bpc_static", "chars", "adapt"} <= m.keys()
+    assert m["loss_static"] == plain["loss"]  # the static figure is plain eval's, exactly
+    assert m["loss"] < m["loss_static"] and m["chars"] == plain["chars"]
+    assert m["bpc"] == pytest.approx(m["loss"] / 0.6931471805599453)
+    assert (m["adapt"]["lr"], m["adapt"]["seq"], m["adapt"]["rule"]) == (3e-3, 50, "rms")
+    assert json.loads(runner.invoke(cli, [*args, "--json"]).stdout)["loss"] == m["loss"]  # exact
+    digest = hashlib.sha256((tiny_charlm / "model.safetensors").read_bytes()).hexdigest()
+    out = runner.invoke(cli, args).stdout
+    assert "static" in out and "adapted" in out and "bits/char" in out
+    assert f"{m['loss']:.4f}" in out and f"{m['loss_static']:.4f}" in out
+    assert hashlib.sha256((tiny_charlm / "model.safetensors").read_bytes()).hexdigest() == digest
+    r = runner.invoke(cli, [*args, "--adapt-rule", "sgd", "--adapt-lr", "0.3", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["adapt"]["rule"] == "sgd"
+
+
+def test_generate_adapt_leaves_the_checkpoint_and_saves_a_new_one(tmp_path, tiny_charlm):
+    import hashlib
+
+    text = tmp_path / "mine.txt"
+    text.write_text(ADAPT_TEXT, "utf-8")
+    before = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in tiny_charlm.iterdir() if f.is_file()}
+    runner = CliRunner()
+    out = tmp_path / "adapted"
+    args = ["generate", "-c", str(tiny_charlm), "--seed", "It", "-n", "30", "--rng-seed", "3"]
+    r = runner.invoke(cli, [*args, "--adapt", str(text), "--adapt-lr", "3e-3", "--save-adapted", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "adapted to" in r.stderr and "->" in r.stderr and str(out) in r.stderr
+    after = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in tiny_charlm.iterdir() if f.is_file()}
+    assert after == before
+    again = runner.invoke(cli, ["generate", "-c", str(out), "--seed", "It", "-n", "30", "--rng-seed", "3"])
+    assert again.exit_code == 0 and again.stdout == r.stdout  # the saved model samples as the adapted one did
+    assert json.loads((out / "config.json").read_text())["adapted"]["file"] == str(text)
+    r = runner.invoke(cli, [*args, "--adapt", str(text), "--save-adapted", str(out)])  # OUT is not empty
+    assert r.exit_code != 0 and "not empty" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("kind", ["missing", "binary", "empty"])
+def test_adapt_bad_file_is_one_line(tmp_path, tiny_charlm, kind):
+    p = tmp_path / "bad.txt"
+    if kind == "binary":
+        p.write_bytes(b"\x00\x01binary\xff" * 50)
+    elif kind == "empty":
+        p.write_bytes(b"")
+    runner = CliRunner()
+    for args in (
+        ["generate", "-c", str(tiny_charlm), "--adapt", str(p)],
+        ["eval", "-c", str(tiny_charlm), "--file", str(p), "--adapt"],
+    ):
+        r = runner.invoke(cli, args)
+        assert r.exit_code != 0 and "Traceback" not in r.output, r.output
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and str(p.name) in lines[0], r.stderr

@@ -210,3 +210,44 @@ def test_reply_is_fast_enough(responder):
     for _ in range(5):
         responder.reply("hello")
     assert (time.perf_counter() - t) / 5 < 0.5
+
+
+def test_mmi_rerank_at_lambda_zero_is_the_beams_order(responder):
+    for q, _ in PAIRS[:6]:
+        plain = responder.reply(q, settings=ReplySettings(beam=4, nbest=4, no_repeat_ngram=0))
+        zero = responder.reply(
+            q, settings=ReplySettings(beam=4, nbest=4, no_repeat_ngram=0, rerank="mmi", mmi_lambda=0)
+        )
+        assert zero.nbest == plain.nbest and zero.text == plain.text
+
+
+def test_mmi_rerank_demotes_the_reply_likely_without_the_prompt(responder):
+    """A constructed case: two candidates the beam scored equal, the first the likelier with no prompt
+    at all (p(reply) from ``null_encoded``). MMI puts the other first; its score is the beam's minus
+    lambda x the prompt-free log-probability over the same length penalty."""
+    m, tok = responder.model, responder.tok
+    cands = [tok.encode(a) for _, a in PAIRS[:8]]
+    with torch.no_grad():
+        lm = m.reply_logprobs(m.null_encoded(len(cands)), cands, [True] * len(cands))
+    lp = [p / ((6 + len(c)) / 6) ** 0.6 for p, c in zip(lm, cands)]  # GNMT penalty over reply + end
+    generic, specific = max(range(8), key=lp.__getitem__), min(range(8), key=lp.__getitem__)
+    hyps = [(cands[generic], -1.0, []), (cands[specific], -1.0, [])]
+    s = ReplySettings(beam=2, rerank="mmi", mmi_lambda=0.5)
+    out = responder._mmi(hyps, s)
+    assert [h[0] for h in out] == [cands[specific], cands[generic]]
+    assert out[0][1] == pytest.approx(-1.0 - 0.5 * lp[specific], abs=1e-4)
+    assert responder._mmi(hyps, ReplySettings(beam=2, rerank="mmi", mmi_lambda=0)) == hyps
+    r = responder.reply("hello", settings=ReplySettings(beam=4, nbest=4, no_repeat_ngram=0, rerank="mmi"))
+    assert [x for _, x in r.nbest] == sorted((x for _, x in r.nbest), reverse=True)
+
+
+def test_rerank_setting_parses_like_the_others():
+    from chatrnn.decoding import set_value
+
+    s = set_value(ReplySettings(), "rerank", "MMI")
+    assert s.rerank == "mmi" and set_value(s, "rerank", "none").rerank == "none"
+    assert set_value(s, "mmi_lambda", "0.25").mmi_lambda == 0.25
+    with pytest.raises(ChatrnnError, match="rerank must be one of"):
+        set_value(s, "rerank", "bogus")
+    with pytest.raises(ChatrnnError, match="between"):
+        set_value(s, "mmi_lambda", "9")

@@ -13,6 +13,8 @@ import click
 
 from chatrnn import __version__
 from chatrnn.cli.chat import chat, reply
+from chatrnn.cli.corpus import corpus
+from chatrnn.cli.neurons import neurons
 from chatrnn.cli.options import CONTEXT, ChatrnnGroup
 from chatrnn.cli.sample import eval_cmd, generate, info
 from chatrnn.cli.train import train
@@ -31,7 +33,7 @@ def cli() -> None:
     """
 
 
-for _command in (train, generate, eval_cmd, info, reply, chat):
+for _command in (train, generate, eval_cmd, info, reply, chat, corpus, neurons):
     cli.add_command(_command)
 
 

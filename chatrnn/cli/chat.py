@@ -21,9 +21,10 @@ import click
 
 from chatrnn.cli.options import CONTEXT, decoding_options, inference_device, reply_settings
 from chatrnn.errors import ChatrnnError
+from chatrnn.terminal import visible
 
 _NEWLINES = re.compile(r"[\r\n\u2028\u2029\x85]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff]")
 
 
 @click.command(context_settings=CONTEXT)
@@ -33,8 +34,14 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 )
 @click.option("--history", multiple=True, help="An earlier turn, oldest first, alternating user/bot (repeatable).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, mps or auto.")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Print the reply exactly as generated, control characters included (for pipes); "
+    "by default they are shown visibly (ESC as \u241b) so model output cannot drive the terminal.",
+)
 @decoding_options
-def reply(message, checkpoint, history, device, **kw) -> None:
+def reply(message, checkpoint, history, device, raw, **kw) -> None:
     """Answer one message with the chat model and print the reply.
 
     \b
@@ -49,44 +56,55 @@ def reply(message, checkpoint, history, device, **kw) -> None:
 
     responder = Responder.load(checkpoint, device=inference_device(device))
     r = responder.reply(message, history=list(history), settings=settings)
+    show = (lambda s: s) if raw else visible
+    # color=True: click would strip CSI codes (only those) when piped; --raw means exact bytes
     if settings.nbest > 1 and settings.beam > 1:
         for text, score in r.nbest[: settings.nbest]:
-            click.echo(f"{score:.3f}\t{text}")
+            click.echo(f"{score:.3f}\t{show(text)}", color=raw or None)
     else:
-        click.echo(r.text)
+        click.echo(show(r.text), color=raw or None)
 
 
 def one_line(text: str) -> str:
-    """A reply as exactly one output line: line breaks become spaces, control characters go."""
+    """A reply as exactly one output line: line breaks become spaces, control characters go
+    (C0, DEL and C1: a reply can never drive the terminal), lone surrogates too (unencodable)."""
     return _CONTROL.sub("", _NEWLINES.sub(" ", text)).strip()
 
 
 def run_plain(responder, settings, stdin=None, stdout=None, stderr=None) -> int:
-    """Answer each line of ``stdin`` on ``stdout``; returns the exit status."""
+    """Answer each line of ``stdin`` on ``stdout``; returns the exit status: 0, or 1 when every
+    reply failed (a script must not take a run of empty lines for answers), 130 on Ctrl-C."""
     stdin = stdin or io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace", newline=None)
     stdout = stdout or sys.stdout
     stderr = stderr or sys.stderr
     history: list[str] = []
+    answered = failed = 0
     while True:
         try:
             line = stdin.readline()
         except KeyboardInterrupt:
             return 130
         if not line:
+            if failed and not answered:
+                print(f"error: all {failed} replies failed", file=stderr, flush=True)
+                return 1
             return 0
         message = line.rstrip("\r\n")
         if not message.strip():
             continue
         try:
             text = one_line(responder.reply(message, list(history), settings).text)
+            answered += 1
         except KeyboardInterrupt:
             return 130
         except ChatrnnError as e:
             text = ""
-            print(f"error: {e}", file=stderr, flush=True)
+            failed += 1
+            print(visible(f"error: {e}"), file=stderr, flush=True)
         except Exception as e:  # never die on one odd message; say what happened
             text = ""
-            print(f"error: {e.__class__.__name__}: {e}", file=stderr, flush=True)
+            failed += 1
+            print(visible(f"error: {e.__class__.__name__}: {e}"), file=stderr, flush=True)
         stdout.write(text + "\n")
         stdout.flush()
         history += [message, text]

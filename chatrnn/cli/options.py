@@ -16,7 +16,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from chatrnn.decoding import ReplySettings
+from chatrnn.decoding import RERANKERS, ReplySettings
 from chatrnn.errors import ChatrnnError
 from chatrnn.settings import TrainConfig
 
@@ -31,14 +31,18 @@ class ChatrnnGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ChatrnnError as e:
-            raise click.ClickException(str(e)) from None
+            from chatrnn.terminal import visible  # messages quote files and checkpoints: never obeyed
+
+            raise click.ClickException(visible(str(e))) from None
         except BrokenPipeError:  # `chatrnn generate | head`: the reader left, which is fine
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             ctx.exit(0)
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT):
-                raise click.ClickException(f"{e.strerror}: {e.filename or ''}".rstrip(": ")) from None
+                from chatrnn.terminal import visible
+
+                raise click.ClickException(visible(f"{e.strerror}: {e.filename or ''}".rstrip(": "))) from None
             raise
 
 
@@ -71,6 +75,17 @@ def duration(ctx, param, value):
         raise click.BadParameter(str(e)) from None
 
 
+def corpus_paths(ctx, param, value):
+    """``--corpus``: each a path, or a name under the corpus folder (``corpus/``, or
+    ``$CHATRNN_CORPUS_DIR``: see :mod:`chatrnn.corpus.locate`); an unknown name is the usual one-line
+    error (the group turns the ChatrnnError into it), not click's three-line usage error."""
+    if not value:
+        return value
+    from chatrnn.corpus.locate import resolve_corpus
+
+    return tuple(str(resolve_corpus(v)) for v in value)
+
+
 def out_path(value: str | None, kind: str) -> Path:
     """``--out``: a path, or a name under the checkpoints root (default: the kind's folder)."""
     from chatrnn.checkpoint import checkpoints_root
@@ -81,10 +96,17 @@ def out_path(value: str | None, kind: str) -> Path:
     return p if (p.is_absolute() or os.sep in value or value.startswith(".")) else checkpoints_root() / value
 
 
-def reporter(quiet: bool):
+def reporter(quiet: bool, tensorboard: str | None = None, run: str | None = None):
+    """The run's reporter; with ``--tensorboard DIR`` it also logs to ``DIR/<run>`` (one folder per
+    checkpoint, so ``tensorboard --logdir DIR`` compares runs)."""
     from chatrnn.train.progress import Reporter
 
-    return Reporter(quiet=quiet, stream=sys.stdout)
+    sinks = []
+    if tensorboard:
+        from chatrnn.train.tensorboard import TensorboardSink
+
+        sinks.append(TensorboardSink(Path(tensorboard) / run if run else Path(tensorboard)))
+    return Reporter(quiet=quiet, stream=sys.stdout, sinks=sinks)
 
 
 def inference_device(name: str | None):
@@ -96,16 +118,28 @@ def inference_device(name: str | None):
     return name
 
 
+class Finite(click.FloatRange):
+    """A float range that refuses ``inf`` (and ``nan``): a checkpoint's config.json is strict JSON."""
+
+    def convert(self, value, param, ctx):
+        import math
+
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
+
+
 def training_options(f: Callable) -> Callable:
     """Run-control and optimiser flags, the same for both models (the names of TrainConfig's fields)."""
     d = TrainConfig
     return apply(
         f,
         [
-            click.option("--lr", type=click.FloatRange(0, min_open=True), help="Peak learning rate (preset's)."),
+            click.option("--lr", type=Finite(0, min_open=True), help="Peak learning rate (preset's)."),
             click.option(
                 "--weight-decay",
-                type=click.FloatRange(0),
+                type=Finite(0),
                 help=f"AdamW weight decay of the weight matrices (preset's; {d.weight_decay:g} without one).",
             ),
             click.option(
@@ -117,9 +151,7 @@ def training_options(f: Callable) -> Callable:
                 help="Warmup steps.",
             ),
             click.option("--min-lr-ratio", type=click.FloatRange(0, 1), default=d.min_lr_ratio, show_default=True),
-            click.option(
-                "--grad-clip", type=click.FloatRange(0, min_open=True), default=d.grad_clip, show_default=True
-            ),
+            click.option("--grad-clip", type=Finite(0, min_open=True), default=d.grad_clip, show_default=True),
             click.option(
                 "--ema",
                 type=click.FloatRange(0, 1, max_open=True),
@@ -127,7 +159,7 @@ def training_options(f: Callable) -> Callable:
                 "evaluations score the average. 0: off. Default: the preset's.",
             ),
             click.option("--max-steps", type=click.IntRange(1)),
-            click.option("--epochs", type=click.FloatRange(0, min_open=True)),
+            click.option("--epochs", type=Finite(0, min_open=True)),
             click.option(
                 "--max-time",
                 callback=duration,
@@ -154,12 +186,29 @@ def training_options(f: Callable) -> Callable:
             click.option("--compile", "compile", is_flag=True, help="torch.compile the model (first steps slower)."),
             click.option("--resume", is_flag=True, help="Continue the run in --out exactly where it stopped."),
             click.option(
+                "--overwrite",
+                is_flag=True,
+                help="Replace the model already in --out with a new one (without it, a fresh run refuses).",
+            ),
+            click.option(
+                "--allow-corpus-change",
+                is_flag=True,
+                help="With --resume: continue on a corpus other than the one the checkpoint was trained on "
+                "(the best validation loss starts over).",
+            ),
+            click.option(
                 "--dry-run",
                 is_flag=True,
                 help="Print the plan (device, ranks, model size, steps, memory) and every setting "
                 "with where it came from (flag, checkpoint, preset, default), and exit.",
             ),
             click.option("--quiet", "-q", is_flag=True, help="No progress output."),
+            click.option(
+                "--tensorboard",
+                type=click.Path(file_okay=False),
+                help="Also log loss, val loss, perplexity, bpc, lr, grad norm and speed for TensorBoard "
+                "under DIR/<checkpoint name> (needs: pip install 'chatrnn[tb]').",
+            ),
         ],
     )
 
@@ -221,6 +270,22 @@ def decoding_options(f: Callable) -> Callable:
                 help="Print this many beam alternatives, with scores.",
             ),
             click.option(
+                "--rerank",
+                type=click.Choice(RERANKERS),
+                default=d.rerank,
+                show_default=True,
+                envvar="CHATRNN_RERANK",
+                help="Rerank beam candidates: mmi = log p(reply|prompt) - lambda log p(reply) (Li et al. 2016).",
+            ),
+            click.option(
+                "--mmi-lambda",
+                type=click.FloatRange(0, 5),
+                default=d.mmi_lambda,
+                show_default=True,
+                envvar="CHATRNN_MMI_LAMBDA",
+                help="Weight of the reply's prompt-free likelihood in --rerank mmi.",
+            ),
+            click.option(
                 "--no-repeat-ngram",
                 type=click.IntRange(0, 20),
                 default=d.no_repeat_ngram,
@@ -270,6 +335,8 @@ DECODING_NAMES = (
     "max_len",
     "context_turns",
     "rng_seed",
+    "rerank",
+    "mmi_lambda",
 )
 
 

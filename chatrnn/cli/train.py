@@ -14,6 +14,7 @@ from chatrnn.cli.options import (
     CONTEXT,
     ChatrnnGroup,
     apply,
+    corpus_paths,
     duration,
     given,
     out_path,
@@ -24,7 +25,16 @@ from chatrnn.config import CHARLM_DEFAULTS, CHAT_DEFAULTS
 from chatrnn.settings import TRAIN_KEYS
 
 FORMATS = ("csv", "tsv", "jsonl", "cornell", "chatterbot", "transcript")
-RUN_CONTROL = ("out", "device", "resume", "dry_run", "quiet")  # how to run, not what to train
+RUN_CONTROL = (  # how to run, not what to train
+    "out",
+    "device",
+    "resume",
+    "overwrite",
+    "allow_corpus_change",
+    "dry_run",
+    "quiet",
+    "tensorboard",
+)
 
 
 @click.group(cls=ChatrnnGroup, invoke_without_command=True, context_settings=CONTEXT)
@@ -33,7 +43,8 @@ RUN_CONTROL = ("out", "device", "resume", "dry_run", "quiet")  # how to run, not
     "corpus",
     multiple=True,
     type=click.Path(),
-    help="Corpus file or folder (repeatable). Default: the bundled chatterbot-corpus.",
+    callback=corpus_paths,
+    help="Corpus file or folder, or a NAME under corpus/ (repeatable). Default: the bundled chatterbot-corpus.",
 )
 @click.option("--lang", default="english", show_default=True, help="Language of the bundled corpus.")
 @click.option("--max-time", callback=duration, default="5m", show_default=True, help="Budget for both models together.")
@@ -43,8 +54,11 @@ RUN_CONTROL = ("out", "device", "resume", "dry_run", "quiet")  # how to run, not
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan of both runs (device, ranks, model sizes, memory) and exit."
 )
+@click.option(
+    "--overwrite", is_flag=True, help="Replace the models already in checkpoints/charlm and checkpoints/chat."
+)
 @click.pass_context
-def train(ctx: click.Context, corpus, lang, max_time, device, seed, quiet, dry_run) -> None:
+def train(ctx: click.Context, corpus, lang, max_time, device, seed, quiet, dry_run, overwrite) -> None:
     """Train models. With no subcommand: the char LM, then the chatbot, on the same corpus.
 
     \b
@@ -58,7 +72,14 @@ def train(ctx: click.Context, corpus, lang, max_time, device, seed, quiet, dry_r
     from chatrnn.train.launch import run_both
 
     run_both(
-        list(corpus), lang=lang, max_time=max_time, device=device, seed=seed, reporter=reporter(quiet), dry_run=dry_run
+        list(corpus),
+        lang=lang,
+        max_time=max_time,
+        device=device,
+        seed=seed,
+        reporter=reporter(quiet),
+        dry_run=dry_run,
+        overwrite=overwrite,
     )
 
 
@@ -71,7 +92,13 @@ def _split(ctx: click.Context, model_keys: tuple[str, ...]) -> dict:
 
 
 def _out(params: dict, kind: str) -> dict:
-    return {"out": out_path(params["out"], kind), "device": params["device"], "resume": params["resume"]}
+    return {
+        "out": out_path(params["out"], kind),
+        "device": params["device"],
+        "resume": params["resume"],
+        "overwrite": params["overwrite"],
+        "allow_corpus_change": params["allow_corpus_change"],
+    }
 
 
 def charlm_options(f):
@@ -83,7 +110,9 @@ def charlm_options(f):
             "corpus",
             multiple=True,
             type=click.Path(),
-            help="UTF-8 text file or folder of .txt files (repeatable). Default: the bundled chatterbot-corpus.",
+            callback=corpus_paths,
+            help="UTF-8 text file or folder of .txt files, or a NAME under corpus/ (repeatable). "
+            "Default: the bundled chatterbot-corpus.",
         ),
         click.option(
             "--lang", default=d["lang"], show_default=True, help="Language of the bundled corpus (when no --corpus)."
@@ -138,7 +167,9 @@ def train_charlm_cmd(ctx: click.Context, **kw) -> None:
     from chatrnn.train.launch import run_training
 
     opts = CharLMOptions(**_out(kw, "charlm"), **_split(ctx, MODEL_KEYS))
-    run_training("charlm", opts, dry_run=kw["dry_run"], reporter=reporter(kw["quiet"]))
+    run_training(
+        "charlm", opts, dry_run=kw["dry_run"], reporter=reporter(kw["quiet"], kw["tensorboard"], opts.out.name)
+    )
 
 
 def _columns(ctx, param, value):
@@ -159,8 +190,10 @@ def chat_options(f):
             "corpus",
             multiple=True,
             type=click.Path(),
+            callback=corpus_paths,
             help="Dialog corpus: CSV/TSV (Q,A columns), JSONL, Cornell folder, chatterbot YAML, "
-            "or a NAME: transcript (repeatable). Default: the bundled chatterbot-corpus.",
+            "or a NAME: transcript; a bare name is looked up under corpus/ (repeatable). "
+            "Default: the bundled chatterbot-corpus.",
         ),
         click.option(
             "--format", "fmt", type=click.Choice(FORMATS), help="Corpus format (detected from the name by default)."
@@ -225,6 +258,11 @@ def chat_options(f):
             default=None,
             help="Feed the last attentional state to the decoder (preset's).",
         ),
+        click.option(
+            "--word-dropout",
+            type=click.FloatRange(0, 0.9),
+            help="Share of the decoder's reference tokens replaced by UNK in training (default 0).",
+        ),
         click.option("--batch-size", type=click.IntRange(1), help="Pairs per step (global, over all ranks)."),
         click.option("--label-smoothing", type=click.FloatRange(0, 0.5), help="Preset: 0.1."),
         click.option(
@@ -261,7 +299,7 @@ def train_chat_cmd(ctx: click.Context, **kw) -> None:
     from chatrnn.train.launch import run_training
 
     opts = ChatOptions(**_out(kw, "chat"), **_split(ctx, MODEL_KEYS))
-    run_training("chat", opts, dry_run=kw["dry_run"], reporter=reporter(kw["quiet"]))
+    run_training("chat", opts, dry_run=kw["dry_run"], reporter=reporter(kw["quiet"], kw["tensorboard"], opts.out.name))
 
 
 train.add_command(train_charlm_cmd)

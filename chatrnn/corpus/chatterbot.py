@@ -19,6 +19,23 @@ from chatrnn.errors import ChatrnnError
 YAML_SUFFIXES = (".yml", ".yaml")
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors and aliases (``&a`` / ``*a``).
+
+    An alias repeats a whole subtree: a 96 KB "billion laughs" file of nested aliases expands to
+    gigabytes of turns. The chatterbot corpus never uses them, so refusing is simpler and safer
+    than capping the expansion.
+    """
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise yaml.composer.ComposerError(
+                None, None, "YAML anchors and aliases (&name, *name) are not allowed in a corpus", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
 @dataclass
 class ParsedYaml:
     """Conversations found in one YAML text, plus ``(line, why)`` for entries that were unusable."""
@@ -36,7 +53,10 @@ def parse_chatterbot_yaml(text: str) -> ParsedYaml:
     """
     out = ParsedYaml()
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_NoAliasLoader)
+    except RecursionError:  # the composer recurses once per nesting level
+        out.problems.append((0, "invalid YAML: nested too deeply"))
+        return out
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         line = mark.line + 1 if mark is not None else 0

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from chatrnn.corpus import chatterbot
 from chatrnn.errors import ChatrnnError
+from chatrnn.terminal import shown_path
 
 FORMATS = ("csv", "tsv", "jsonl", "cornell", "chatterbot", "transcript")
 FORMAT_HINT = f"pass --format with one of: {', '.join(FORMATS)}"
@@ -39,6 +40,11 @@ QA_COLUMNS = (
     ("context", "response"),
 )
 MAX_EXAMPLES = 20
+#: Longest CSV/TSV field read (characters). Python's csv refuses fields over 131,072 characters
+#: and that used to reject a whole file for one long cell; longer than this is not a chat turn,
+#: so such a row is dropped with a reason, bounded so a file with no closing quote cannot make
+#: one field of the whole file.
+MAX_FIELD_CHARS = 16 << 20
 CORNELL_LINES = "movie_lines.txt"
 CORNELL_CONVERSATIONS = "movie_conversations.txt"
 CORNELL_SEP = "+++$+++"
@@ -48,7 +54,7 @@ _SPEAKER = re.compile(r"^[^\W\d_](?:[^\W\d_]|[ '.,&-])*:$")
 _BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 
 
-@dataclass
+@dataclass(slots=True)
 class Pair:
     """One training example: reply to ``prompt``, optionally seeing earlier ``context`` turns."""
 
@@ -82,7 +88,7 @@ class ReadReport:
         self.read += 1
         self.dropped["malformed"] = self.dropped.get("malformed", 0) + 1
         if len(self.malformed_lines) < MAX_EXAMPLES:
-            self.malformed_lines.append((str(file), line, why))
+            self.malformed_lines.append((shown_path(file), line, why))
 
     def drop(self, reason: str, n: int = 1) -> None:
         """Move ``n`` kept pairs to ``dropped[reason]``."""
@@ -211,6 +217,16 @@ def _pick_columns(path: Path, header: list[str], columns: tuple[str, str] | None
 def _read_delimited(
     path: Path, text: str, delimiter: str, columns: tuple[str, str] | None, report: ReadReport
 ) -> list[list[str]]:
+    old_limit = csv.field_size_limit(MAX_FIELD_CHARS)  # process-wide: put back when done
+    try:
+        return _read_rows(path, text, delimiter, columns, report)
+    finally:
+        csv.field_size_limit(old_limit)
+
+
+def _read_rows(
+    path: Path, text: str, delimiter: str, columns: tuple[str, str] | None, report: ReadReport
+) -> list[list[str]]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     header: list[str] | None = None
     qi = ai = 0
@@ -222,7 +238,13 @@ def _read_delimited(
         except StopIteration:
             break
         except csv.Error as e:
-            raise ChatrnnError(f"{path}:{line}: unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({e})") from e
+            if "field larger than field limit" in str(e) and header is not None:
+                # the reader resumes at the next line: drop this row only, say why
+                report.add_malformed(path, line, f"a field is longer than {MAX_FIELD_CHARS:,} characters")
+                continue
+            raise ChatrnnError(
+                f"{shown_path(path)}:{line}: unreadable {'TSV' if delimiter == chr(9) else 'CSV'} ({e})"
+            ) from e
         if not any(cell.strip() for cell in row):
             continue
         if header is None:
@@ -290,42 +312,77 @@ def _json_record(obj: object, columns: tuple[str, str] | None) -> list[str] | st
     return f"no {wanted} keys (and no 'messages')"
 
 
-def _json_array(text: str) -> list[object] | None:
-    """The records of a whole-file JSON array, or None when the text is JSON lines.
+def _parse_json(text: str) -> object:
+    """``json.loads`` whose only failure is :class:`ValueError` with a short reason.
 
-    A one-line ``["hi", "hello"]`` is a JSONL conversation, not an array of two records.
+    The C parser recurses once per nesting level: ``[[[[...`` 100,000 deep raises RecursionError,
+    which is bad input, not a bug.
     """
-    if not text.lstrip().startswith("["):
-        return None
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        return None
-    if isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
-        return value
-    return None
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"invalid JSON ({e.msg})") from None
+    except RecursionError:
+        raise ValueError("invalid JSON (nested too deeply)") from None
+
+
+def _lines(text: str) -> Iterable[tuple[int, str]]:
+    """``(line number, line)`` without ``text.split``: one line in memory at a time, not a second
+    copy of the file. Split on ``\\n`` only (not splitlines(): U+2028 may sit inside a string)."""
+    start, lineno, end_of_text = 0, 0, len(text)
+    while start < end_of_text:
+        end = text.find("\n", start)
+        if end < 0:
+            end = end_of_text
+        lineno += 1
+        yield lineno, text[start:end]
+        start = end + 1
 
 
 def _read_jsonl(path: Path, text: str, columns: tuple[str, str] | None, report: ReadReport) -> list[list[str]]:
-    records: list[tuple[int, object]] = []
-    array = _json_array(text)
-    if array is not None:  # a .json file holding one array of records
-        records = [(0, item) for item in array]
-    else:
-        for lineno, line in enumerate(text.split("\n"), 1):  # not splitlines(): U+2028 may sit inside a string
-            if not line.strip():
-                continue
-            try:
-                records.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as e:
-                report.add_malformed(path, lineno, f"invalid JSON ({e.msg})")
-    convs = []
-    for n, (lineno, obj) in enumerate(records, 1):
+    """JSON lines, or one JSON array of records (a ``.json`` file).
+
+    Each record becomes a conversation as soon as it is parsed and its JSON is dropped, so a
+    corpus never sits in memory twice (parsed objects and conversations).
+    """
+    convs: list[list[str]] = []
+
+    def take(lineno: int, n: int, obj: object) -> None:
         conv = _json_record(obj, columns)
         if isinstance(conv, str):
             report.add_malformed(path, lineno, conv if lineno else f"item {n}: {conv}")
         else:
             convs.append(conv)
+
+    body = text.strip()
+    if body.startswith("["):
+        # A whole-file array of records; but a one-line ``["hi", "hello"]`` is a JSONL
+        # conversation, not an array of two records, and several lines starting with ``[`` are
+        # JSON lines (the whole text then fails to parse: "extra data").
+        try:
+            value = _parse_json(body)
+        except ValueError:
+            value = None
+        if isinstance(value, list) and value and all(isinstance(v, (dict, list)) for v in value):
+            for n in range(len(value)):
+                item, value[n] = value[n], None  # free each record's JSON once converted
+                take(0, n + 1, item)
+            return convs
+        if value is not None and "\n" not in body:
+            lineno = text.count("\n", 0, text.index(body[0])) + 1
+            take(lineno, 1, value)
+            return convs
+        del value
+    del body
+    for lineno, line in _lines(text):
+        if not line.strip():
+            continue
+        try:
+            obj = _parse_json(line)
+        except ValueError as e:
+            report.add_malformed(path, lineno, str(e))
+            continue
+        take(lineno, lineno, obj)
     return convs
 
 
@@ -546,37 +603,57 @@ def bundled_conversations(lang: str = "english", report: ReadReport | None = Non
 # ---------------------------------------------------------------- pairs
 
 
-def make_pairs(conversations: list[list[str]], context_turns: int = 0) -> list[Pair]:
-    """Each turn becomes the reply to the turn before it, with up to ``context_turns`` earlier turns."""
+def _check_context_turns(context_turns: int) -> None:
     if context_turns < 0:
         raise ChatrnnError(f"context turns must be 0 or more, not {context_turns}")
-    pairs = []
-    for conv in conversations:
-        for i in range(1, len(conv)):
-            pairs.append(
-                Pair(context=list(conv[max(0, i - 1 - context_turns) : i - 1]), prompt=conv[i - 1], reply=conv[i])
-            )
-    return pairs
+
+
+def _turn_triples(conv: list[str], context_turns: int) -> Iterable[tuple[list[str], str, str]]:
+    for i in range(1, len(conv)):
+        yield conv[max(0, i - 1 - context_turns) : i - 1], conv[i - 1], conv[i]
+
+
+def make_pairs(conversations: list[list[str]], context_turns: int = 0) -> list[Pair]:
+    """Each turn becomes the reply to the turn before it, with up to ``context_turns`` earlier turns."""
+    _check_context_turns(context_turns)
+    return [Pair(list(c), p, r) for conv in conversations for c, p, r in _turn_triples(conv, context_turns)]
+
+
+class _PairFilter:
+    """Drops empty, too long and duplicate pairs as they are made, one conversation at a time.
+
+    Streaming matters for memory: building every pair first and filtering after held each pair
+    twice, plus every turn raw and normalised (a 16 MB line of short turns took 0.8-1.25 GB).
+    """
+
+    def __init__(self, max_chars: int | None, report: ReadReport) -> None:
+        self.max_chars = max_chars
+        self.report = report
+        self.seen: set[tuple[tuple[str, ...], str, str]] = set()
+        self.kept: list[Pair] = []
+
+    def add(self, triples: Iterable[tuple[list[str], str, str]]) -> None:
+        report, max_chars = self.report, self.max_chars
+        for context, prompt, reply in triples:
+            if not prompt or not reply:
+                report.drop("empty")
+                continue
+            if max_chars is not None and max(len(prompt), len(reply)) > max_chars:
+                report.drop("too long")
+                continue
+            context = [t for t in context if t]
+            key = (tuple(context), prompt, reply)
+            if key in self.seen:
+                report.drop("duplicate")
+                continue
+            self.seen.add(key)
+            self.kept.append(Pair(context, prompt, reply))
 
 
 def _filter_pairs(pairs: Iterable[Pair], max_chars: int | None, report: ReadReport) -> list[Pair]:
-    seen: set[tuple[tuple[str, ...], str, str]] = set()
-    kept = []
-    for p in pairs:
-        if not p.prompt or not p.reply:
-            report.drop("empty")
-            continue
-        if max_chars is not None and max(len(p.prompt), len(p.reply)) > max_chars:
-            report.drop("too long")
-            continue
-        context = [t for t in p.context if t]
-        key = (tuple(context), p.prompt, p.reply)
-        if key in seen:
-            report.drop("duplicate")
-            continue
-        seen.add(key)
-        kept.append(Pair(context, p.prompt, p.reply))
-    return kept
+    f = _PairFilter(max_chars, report)
+    f.add((p.context, p.prompt, p.reply) for p in pairs)
+    return f.kept
 
 
 def load_pairs(
@@ -591,21 +668,33 @@ def load_pairs(
     """Everything a chatbot trainer needs from corpora: normalised, deduplicated, length-capped pairs.
 
     No paths means the bundled corpus for ``lang``. Order is preserved (file order, then
-    conversation order) so that fixed validation splits stay fixed across runs.
+    conversation order) so that fixed validation splits stay fixed across runs. Each file's
+    conversations are normalised and turned into pairs one at a time, each raw conversation
+    released as soon as its pairs exist, so the peak is about the pairs kept, not several copies.
     """
     if max_chars is not None and max_chars < 1:
         raise ChatrnnError(f"max chars must be at least 1, not {max_chars}")
+    _check_context_turns(context_turns)
     report = ReadReport()
     if isinstance(paths, (str, Path)):
         paths = [Path(paths)]
+    keep = _PairFilter(max_chars, report)
+
+    def take(convs: list[list[str]]) -> None:
+        for i in range(len(convs)):
+            conv, convs[i] = convs[i], []  # ours alone now: normalised in place, each raw turn freed
+            for j, turn in enumerate(conv):
+                conv[j] = normalize_text(turn)
+            keep.add(_turn_triples(conv, context_turns))
+
     if paths:
-        convs = [c for p in paths for c in read_conversations(Path(p), fmt, columns, encoding, report)]
-        where = ", ".join(str(p) for p in paths)
+        for p in paths:
+            take(read_conversations(Path(p), fmt, columns, encoding, report))
+        where = ", ".join(shown_path(p) for p in paths)
     else:
-        convs = bundled_conversations(lang, report)
+        take(bundled_conversations(lang, report))
         where = f"the bundled {lang} corpus"
-    normalised = [[normalize_text(t) for t in c] for c in convs]
-    pairs = _filter_pairs(make_pairs(normalised, context_turns), max_chars, report)
+    pairs = keep.kept
     if not pairs:
         first = report.first_problem()
         detail = f"; first malformed: {first}" if first else ""

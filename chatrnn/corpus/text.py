@@ -20,6 +20,7 @@ import numpy as np
 
 from chatrnn.charvocab import CharVocab
 from chatrnn.errors import ChatrnnError
+from chatrnn.terminal import shown_path
 
 CHUNK_BYTES = 4 << 20  # 4 MiB: large enough for vectorised encoding, small enough to keep RSS flat
 TEXT_SUFFIXES = {".txt", ".text", ".md"}
@@ -43,11 +44,12 @@ def collect_sources(paths: list[str | Path]) -> list[TextSource]:
             files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
             if not files:
                 raise ChatrnnError(f"folder {p} holds no .txt files")
-            sources += [TextSource(str(f), path=f) for f in files]
+            # the name is for people (progress, errors, config.json): never a file name's raw bytes
+            sources += [TextSource(shown_path(f), path=f) for f in files]
         elif p.is_file():
-            sources.append(TextSource(str(p), path=p))
+            sources.append(TextSource(shown_path(p), path=p))
         else:
-            raise ChatrnnError(f"corpus {p} does not exist")
+            raise ChatrnnError(f"corpus {shown_path(p)} does not exist")
     return sources
 
 
@@ -193,21 +195,25 @@ def encode_corpus(sources: list[TextSource], encoding: str = "utf-8", vocab: Cha
     suffix = {1: "u8", 2: "u16", 4: "u32"}[vocab.dtype.itemsize]
     bin_name = f"{digest}{vocab_key}.{suffix}"
     tmp = cache / f".{bin_name}.{os.getpid()}.tmp"
-    length = 0
-    with open(tmp, "wb") as out:
-        for chunk in _separated(sources, encoding):
-            if drop_unknown:
-                chunk = "".join(c for c in chunk if c in vocab)
-            arr = vocab.encode_array(chunk)
-            out.write(arr.tobytes())
-            length += arr.size
-    if length < 2:
-        tmp.unlink(missing_ok=True)
-        raise ChatrnnError(f"corpus {', '.join(names[:3])} has too little known text")
-    os.replace(tmp, cache / bin_name)
-    meta = {"chars": vocab.chars, "file": bin_name, "length": length, "sources": names[:50]}
     tmp_meta = cache / f".{meta_path.name}.{os.getpid()}.tmp"
-    tmp_meta.write_text(json.dumps(meta, ensure_ascii=False), "utf-8")
-    os.replace(tmp_meta, meta_path)
+    length = 0
+    try:  # whatever goes wrong (a bad byte mid-file, a full disk, Ctrl-C), no temp file stays
+        with open(tmp, "wb") as out:
+            for chunk in _separated(sources, encoding):
+                if drop_unknown:
+                    chunk = "".join(c for c in chunk if c in vocab)
+                arr = vocab.encode_array(chunk)
+                out.write(arr.tobytes())
+                length += arr.size
+        if length < 2:
+            raise ChatrnnError(f"corpus {', '.join(names[:3])} has too little known text")
+        meta = {"chars": vocab.chars, "file": bin_name, "length": length, "sources": names[:50]}
+        payload = json.dumps(meta)  # ASCII (\u escapes): no name or character can fail to encode
+        os.replace(tmp, cache / bin_name)
+        tmp_meta.write_text(payload, "ascii")
+        os.replace(tmp_meta, meta_path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_meta.unlink(missing_ok=True)
     arr = np.memmap(cache / bin_name, dtype=vocab.dtype, mode="r", shape=(length,))
     return EncodedCorpus(vocab, arr, names, digest)

@@ -23,6 +23,17 @@ biases)::
     n_t = tanh(W_in x_t + b_in + r_t ⊙ (W_hn h_{t-1} + b_hn))  candidate
     h_t = (1 - z_t) ⊙ n_t + z_t ⊙ h_{t-1}
 
+The decoder at reply position t (Luong et al., 2015), with s_t its top-layer state, m_1..m_S the
+encoder outputs, y_{t-1} the previous reply token and h~ the attentional state::
+
+    x_t  = [E y_{t-1} ; h~_{t-1}]   with input feeding (h~_0 = 0),  else  x_t = E y_{t-1}
+    s_t  = GRU(x_t, s_{t-1})                       (s_0 = tanh(W_b [encoder final states] + b_b))
+    a_t  = softmax_s(score(s_t, m_s))  over real prompt tokens;  c_t = Σ_s a_ts m_s
+    h~_t = tanh(W_c [c_t ; s_t]);   p(y_t | y_<t, prompt) = softmax(W_o h~_t)
+
+Word dropout (Bowman et al., 2016; training only, teacher forcing): each y_{t-1} (t > 1) of the
+reference is replaced by UNK with probability ``word_dropout`` before it is embedded.
+
 This file is the reference path only: ``fast.py`` holds the one-step decoder that inference uses
 (the same equations on the weights, without a module call per step; tested against this file) and
 the float32-under-autocast guard.
@@ -54,7 +65,9 @@ class Seq2SeqConfig(JsonConfig):
     dropout: float = 0.1
     tie_weights: bool = True
     input_feeding: bool = True
+    word_dropout: float = 0.0  # training only: share of the decoder's input tokens replaced by UNK
     pad_id: int = 0
+    unk_id: int = 1  # the tokenizer's UNK: byte fallback means real text never encodes to it
     bos_id: int = 2
     eos_id: int = 3
     sep_id: int = 4
@@ -66,6 +79,8 @@ class Seq2SeqConfig(JsonConfig):
             raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, not {self.attention!r}")
         if self.hidden % 2:
             raise ValueError("hidden must be even: the encoder splits it over two directions")
+        if not 0 <= self.word_dropout < 1:
+            raise ValueError(f"word_dropout must be at least 0 and below 1, not {self.word_dropout}")
 
 
 class Encoded(NamedTuple):
@@ -287,6 +302,39 @@ class Seq2Seq(nn.Module):
         hidden = torch.tanh(self.bridge(final)).contiguous()
         return Encoded(memory, self.decoder.attention.keys(memory), mask, hidden)
 
+    def null_encoded(self, batch: int, device: torch.device | None = None) -> Encoded:
+        """The encoding of "no prompt at all", for MMI reranking's p(reply): one all-zero memory
+        position (so attention returns a zero context) and the bridge of all-zero encoder states
+        (tanh of its bias). Zero is the encoder's output at padding, so this is the decoder with its
+        prompt input removed, rather than the encoding of some particular short prompt (an empty
+        string still encodes to SEP, which the model reads as a real prompt)."""
+        H, L = self.cfg.hidden, self.cfg.layers
+        w = self.bridge.weight
+        memory = w.new_zeros(batch, 1, H)
+        hidden = torch.tanh(self.bridge(w.new_zeros(L, batch, H))).contiguous()
+        mask = torch.ones(batch, 1, dtype=torch.bool, device=w.device)
+        enc = Encoded(memory, self.decoder.attention.keys(memory), mask, hidden)
+        return enc if device is None else Encoded(*(t.to(device) for t in enc))
+
+    @torch.no_grad()
+    def reply_logprobs(self, enc: Encoded, replies: list[list[int]], ended: list[bool]) -> list[float]:
+        """Total log-probability of each reply (ids without BOS; its EOS scored too where ``ended``)
+        given the encodings ``enc`` (one per reply), teacher-forced in one padded batch (the decoder
+        is causal: padding after a reply never changes its scores)."""
+        cfg = self.cfg
+        T = max(len(r) + 1 for r in replies)
+        device = enc.memory.device
+        tgt_in = torch.full((len(replies), T), cfg.pad_id, dtype=torch.long, device=device)
+        tgt_out = torch.full((len(replies), T), cfg.pad_id, dtype=torch.long, device=device)
+        for i, (r, end) in enumerate(zip(replies, ended)):
+            tgt_in[i, : len(r) + 1] = torch.tensor([cfg.bos_id, *r])
+            scored = [*r, cfg.eos_id] if end else r
+            tgt_out[i, : len(scored)] = torch.tensor(scored, dtype=torch.long)
+        attn_h, _, _ = self.decoder(tgt_in, enc.hidden, self.initial_feed(enc), enc)
+        logp = torch.log_softmax(self.logits(attn_h).float(), -1)
+        picked = logp.gather(-1, tgt_out.unsqueeze(-1)).squeeze(-1).masked_fill(tgt_out == cfg.pad_id, 0.0)
+        return picked.sum(-1).tolist()
+
     def initial_feed(self, enc: Encoded) -> torch.Tensor:
         return enc.memory.new_zeros(enc.memory.size(0), self.cfg.hidden)
 
@@ -316,7 +364,7 @@ class Seq2Seq(nn.Module):
         enc = self.encode(src, src_len)
         hidden, feed = enc.hidden, self.initial_feed(enc)  # (L, B, H), (B, H)
         if teacher_forcing:
-            attn_h, _, weights = self.decoder(tgt_in, hidden, feed, enc)  # (B, T, H), _, (B, T, S)
+            attn_h, _, weights = self.decoder(self.drop_words(tgt_in), hidden, feed, enc)  # (B, T, H), _, (B, T, S)
             logits = self.logits(attn_h)  # (B, T, V)
         else:
             tokens, steps, attns = tgt_in[:, :1], [], []  # (B, 1): BOS
@@ -333,6 +381,21 @@ class Seq2Seq(nn.Module):
                 logits.reshape(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=self.cfg.pad_id
             )
         return logits, loss, weights
+
+    def drop_words(self, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Word dropout (Bowman et al., 2016, sec. 3.2): in training, each reference token the decoder
+        reads (never BOS, never padding) becomes UNK with probability ``word_dropout``, so the next
+        token must often be predicted from the prompt (through attention and the bridge) rather
+        than from the reply so far. UNK is a dedicated token here: byte fallback means no text
+        encodes to it and inference never emits it. The mask draws from torch's generator, like
+        ``nn.Dropout``, so checkpoints resume it exactly; at p = 0 nothing is drawn."""
+        p = self.cfg.word_dropout
+        if not self.training or p <= 0:
+            return tgt_in
+        drop = torch.rand(tgt_in.shape, device=tgt_in.device) < p
+        drop[:, 0] = False  # BOS: the decoder always knows where the reply starts
+        drop &= tgt_in != self.cfg.pad_id
+        return tgt_in.masked_fill(drop, self.cfg.unk_id)
 
     # ----- decoding, one position at a time -------------------------------------------------
     def step(

@@ -33,13 +33,16 @@ def train_both(
     reporter: Reporter | None = None,
     dist=None,
     dry_run: bool = False,
+    overwrite: bool = False,
 ):
-    """Char LM on the corpus's text, then the chatbot on its dialogs; returns both results.
+    """Char LM on the corpus's text, then the chatbot on its dialogs; returns both results (the
+    chat model's None when a signal stopped the char LM: the command then ends there).
 
     A corpus given here must be a dialog file or folder (CSV, TSV, JSONL, YAML, Cornell,
     transcript): the chatbot reads its pairs, the char LM its turns as flattened text. The chat
     model gets whatever the char LM left of the budget, minus a small reserve for its setup, so the
-    whole command ends within ``max_time``.
+    whole command ends within ``max_time``. Existing checkpoints are replaced only with
+    ``overwrite``; both folders are checked before either model trains.
     """
     from chatrnn.train.charlm import CharLMOptions, train_charlm
     from chatrnn.train.chat import ChatOptions, train_chat
@@ -49,6 +52,14 @@ def train_both(
     reporter = reporter or Reporter()
     root = checkpoints_root()
     usable = max_time * (1 - SETUP_RESERVE)
+    if not dry_run:  # before the char LM spends its budget: the chat model's folder too
+        from chatrnn.train.output import check_output, on_main
+
+        def check() -> None:
+            for kind in ("charlm", "chat"):
+                check_output(root / kind, resume=False, overwrite=overwrite, hint="add --overwrite to replace it")
+
+        on_main(dist, check)
     char_opts = CharLMOptions(
         out=root / "charlm",
         corpus=list(corpus),
@@ -56,6 +67,7 @@ def train_both(
         train={"max_time": usable * CHARLM_SHARE, "seed": seed},
         device=device,
         sources=dialog_text_sources(list(corpus), lang),
+        overwrite=overwrite,
     )
     if dry_run:  # both plans, the chat model with the share it would get
         from chatrnn.train.plan import print_plan
@@ -79,6 +91,8 @@ def train_both(
     reporter.message(f"[1/2] char LM ({usable * CHARLM_SHARE:.0f}s)")
     r1 = train_charlm(char_opts, reporter=reporter, dist=dist)
     summarize(r1, reporter)
+    if r1.interrupted:
+        return r1, None
     spent = time.monotonic() - t0
     if dist is not None:  # every rank must give the chat model the same budget
         spent = dist.max_float(spent)
@@ -94,6 +108,7 @@ def train_both(
         lang=lang,
         train={"max_time": left, "seed": seed, "evals": 1},
         device=device,
+        overwrite=overwrite,
     )
     r2 = train_chat(chat_opts, reporter=reporter, dist=dist)
     summarize(r2, reporter)

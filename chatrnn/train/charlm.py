@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from chatrnn import checkpoint as ckpt
+from chatrnn.checkpoint_schema import check_weights_fit
 from chatrnn.config import CHARLM_DEFAULTS, CHARLM_PRESETS, default_preset
 from chatrnn.corpus.text import EncodedCorpus, TextSource, collect_sources, encode_corpus
 from chatrnn.device import pick_device
@@ -65,6 +66,8 @@ class CharLMOptions:
     device: str | None = None
     resume: bool = False
     sources: list[TextSource] | None = None  # text already prepared (``chatrnn train``: a dialog corpus flattened)
+    overwrite: bool = False  # replace a checkpoint already in ``out`` (see train/output.py)
+    allow_corpus_change: bool = False  # ``resume`` on another corpus: warn and restart "best"
 
     def given(self) -> dict[str, Any]:
         """Every setting the caller chose, under one flat namespace (the names ``--dry-run`` shows)."""
@@ -198,6 +201,7 @@ def build_charlm_task(s: CharLMSettings, device: torch.device, dist=None) -> Cha
     if s.resume_from is not None:
         saved = ckpt.read_config(s.resume_from, "charlm")
         cfg = CharLMConfig.from_dict(saved["model"])
+        check_weights_fit(s.resume_from / ckpt.LAST_WEIGHTS, lambda: CharLM(cfg))  # before building it
         data = load_data(s, vocab_chars=saved["vocab"])
     else:
         data = load_data(s)
@@ -218,19 +222,39 @@ def build_charlm(opts: CharLMOptions, device: torch.device, dist=None) -> tuple[
     return build_charlm_task(s, device, dist), s.train
 
 
+def corpus_digest(s: CharLMSettings) -> str:
+    """What "the same corpus" means to ``--resume``: the text's content hash (the one the encoded
+    cache is keyed by) and the validation split (a file's content, or the held-out fraction)."""
+    import hashlib
+
+    from chatrnn.corpus.text import _fingerprint
+
+    sources = list(s.texts) if s.texts else corpus_sources(s.corpus, s.lang)
+    val = _fingerprint(collect_sources([s.val_file]), s.encoding) if s.val_file else f"tail {s.val_fraction!r}"
+    return hashlib.sha256(f"charlm|{_fingerprint(sources, s.encoding)}|{val}".encode()).hexdigest()[:32]
+
+
 def train_charlm(opts: CharLMOptions, reporter: Reporter | None = None, stop_check=None, dist=None) -> TrainResult:
+    from chatrnn.train.output import claim_output, real_out
+
     device = pick_device(opts.device) if dist is None else dist.device
-    task, train = build_charlm(opts, device, dist)
-    train_model = dist.wrap(task.model) if dist is not None else None
-    trainer = Trainer(
-        task,
-        train,
-        opts.out,
-        device,
-        reporter=reporter,
-        resume=opts.resume,
-        dist=dist,
-        stop_check=stop_check,
-        train_model=train_model,
-    )
-    return trainer.run()
+    out = real_out(opts.out)
+    with claim_output(out, resume=opts.resume, overwrite=opts.overwrite, dist=dist) as fresh:
+        s = resolve_charlm(opts, device.type)
+        task = build_charlm_task(s, device, dist)
+        train_model = dist.wrap(task.model) if dist is not None else None
+        trainer = Trainer(
+            task,
+            s.train,
+            out,
+            device,
+            reporter=reporter,
+            resume=opts.resume,
+            dist=dist,
+            stop_check=stop_check,
+            train_model=train_model,
+            fresh=fresh,
+            corpus_digest=corpus_digest(s),
+            allow_corpus_change=opts.allow_corpus_change,
+        )
+        return trainer.run()

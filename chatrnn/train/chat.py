@@ -9,6 +9,7 @@ default); everything after it reads the frozen :class:`ChatSettings`.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from chatrnn import checkpoint as ckpt
+from chatrnn.checkpoint_schema import check_weights_fit
 from chatrnn.config import CHAT_DEFAULTS, CHAT_PRESETS, default_preset
 from chatrnn.corpus.dialogs import Pair, ReadReport, load_pairs
 from chatrnn.device import pick_device
@@ -38,12 +40,12 @@ from chatrnn.settings import (
     stored_train_config,
     train_defaults,
 )
-from chatrnn.subword import N_META, SubwordTokenizer
+from chatrnn.subword import MIN_COVERAGE, N_META, SubwordTokenizer
 from chatrnn.train.chat_task import ChatData, ChatTask, Example
 from chatrnn.train.progress import Reporter
 from chatrnn.train.trainer import Trainer, TrainResult
 
-MODEL_KEYS = ("embed", "hidden", "layers", "attention", "dropout", "tie_weights", "input_feeding")
+MODEL_KEYS = ("embed", "hidden", "layers", "attention", "dropout", "tie_weights", "input_feeding", "word_dropout")
 TOKENIZER_FILE = "tokenizer.model"
 DATA_KEYS = ("corpus", "lang", "fmt", "columns", "encoding", "val_fraction", "val_file", "context_turns")
 # Settings the trained weights or tokenizer are built on: on --resume they come from the checkpoint.
@@ -79,6 +81,8 @@ class ChatOptions:
     train: Mapping[str, Any] = field(default_factory=dict)  # some of TrainConfig's fields
     device: str | None = None
     resume: bool = False
+    overwrite: bool = False  # replace a checkpoint already in ``out`` (see train/output.py)
+    allow_corpus_change: bool = False  # ``resume`` on other dialogs: warn and restart "best"
 
     def given(self) -> dict[str, Any]:
         """Every setting the caller chose, under one flat namespace (the names ``--dry-run`` shows)."""
@@ -130,9 +134,18 @@ def auto_vocab_size(texts: list[str], requested: int) -> int:
     A 1,000-pair corpus cannot train embeddings for 4,000 pieces (most would be seen once); the
     cap grows with the corpus, so a large one gets the preset's size.
     """
-    chars = sum(len(t) for t in texts)
-    distinct = len(set("".join(texts)))
-    return max(SubwordTokenizer.MIN_VOCAB, min(requested, N_META + distinct + int(4 * math.sqrt(chars))))
+    counts = Counter("".join(texts))
+    chars = sum(counts.values())
+    distinct = len(counts)
+    # sentencepiece refuses a vocabulary smaller than the characters that make up its minimum coverage
+    # (a Korean corpus has hundreds), however few pieces the budget asks for: never plan below that.
+    covered, needed = 0, 0
+    for _, n in counts.most_common():
+        if covered >= MIN_COVERAGE * chars:
+            break
+        covered, needed = covered + n, needed + 1
+    floor = max(SubwordTokenizer.MIN_VOCAB, N_META + needed + 16)
+    return max(floor, min(requested, N_META + distinct + int(4 * math.sqrt(chars))))
 
 
 def _split(pairs: list[Pair], val_fraction: float) -> tuple[list[Pair], list[Pair]]:
@@ -309,6 +322,7 @@ def load_chat_data(s: ChatSettings, tokenizer: SubwordTokenizer | None = None) -
         "dropped": dict(report.dropped),
         "malformed_examples": [f"{f}:{n}: {w}" for f, n, w in report.malformed_lines[:3]],
         "report": report.summary(),
+        "digest": pairs_digest(train_pairs, val_pairs),
     }
     if val_report is not None:
         summary["val_file"] = s.val_file
@@ -325,6 +339,7 @@ def build_chat_task(s: ChatSettings, device: torch.device, dist=None) -> ChatTas
             cfg = Seq2SeqConfig.from_dict(saved["model"])
         except (KeyError, TypeError, ValueError) as e:
             raise ChatrnnError(f"{s.resume_from / ckpt.CONFIG} does not describe a chat model ({e})") from None
+        check_weights_fit(s.resume_from / ckpt.LAST_WEIGHTS, lambda: Seq2Seq(cfg))  # before building it
         data = load_chat_data(s, tokenizer=SubwordTokenizer.load(s.resume_from / TOKENIZER_FILE))
         tok = data.tokenizer
     else:
@@ -334,6 +349,7 @@ def build_chat_task(s: ChatSettings, device: torch.device, dist=None) -> ChatTas
             cfg = Seq2SeqConfig(
                 vocab_size=tok.vocab_size,
                 pad_id=tok.PAD,
+                unk_id=tok.UNK,
                 bos_id=tok.BOS,
                 eos_id=tok.EOS,
                 sep_id=tok.SEP,
@@ -383,23 +399,44 @@ def build_chat(opts: ChatOptions, device: torch.device, dist=None) -> tuple[Chat
     return build_chat_task(s, device, dist), s.train
 
 
+def pairs_digest(train: list[Pair], val: list[Pair]) -> str:
+    """What "the same corpus" means to ``--resume``: the text of every training and validation pair
+    (so the format, columns and split that produced them count too, not the files' bytes)."""
+    import hashlib
+
+    h = hashlib.sha256(b"chat-pairs-v1")
+    for part, pairs in ((b"train", train), (b"val", val)):
+        h.update(b"\x00" + part)
+        for p in pairs:
+            for text in (*p.context, "\x1e", p.prompt, p.reply):
+                h.update(text.encode("utf-8", "surrogatepass") + b"\x00")
+    return h.hexdigest()[:32]
+
+
 def train_chat(opts: ChatOptions, reporter: Reporter | None = None, stop_check=None, dist=None) -> TrainResult:
+    from chatrnn.train.output import claim_output, real_out
+
     device = pick_device(opts.device) if dist is None else dist.device
-    task, train = build_chat(opts, device, dist)
-    if reporter is not None and (dist is None or dist.is_main):
-        reporter.message("corpus: " + task.data.summary["report"])
-        if "val_report" in task.data.summary:
-            reporter.message("validation file: " + task.data.summary["val_report"])
-    train_model = dist.wrap(task.model) if dist is not None else None
-    trainer = Trainer(
-        task,
-        train,
-        opts.out,
-        device,
-        reporter=reporter,
-        resume=opts.resume,
-        dist=dist,
-        stop_check=stop_check,
-        train_model=train_model,
-    )
-    return trainer.run()
+    out = real_out(opts.out)
+    with claim_output(out, resume=opts.resume, overwrite=opts.overwrite, dist=dist) as fresh:
+        task, train = build_chat(opts, device, dist)
+        if reporter is not None and (dist is None or dist.is_main):
+            reporter.message("corpus: " + task.data.summary["report"])
+            if "val_report" in task.data.summary:
+                reporter.message("validation file: " + task.data.summary["val_report"])
+        train_model = dist.wrap(task.model) if dist is not None else None
+        trainer = Trainer(
+            task,
+            train,
+            out,
+            device,
+            reporter=reporter,
+            resume=opts.resume,
+            dist=dist,
+            stop_check=stop_check,
+            train_model=train_model,
+            fresh=fresh,
+            corpus_digest=task.data.summary.get("digest"),
+            allow_corpus_change=opts.allow_corpus_change,
+        )
+        return trainer.run()

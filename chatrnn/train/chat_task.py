@@ -322,7 +322,9 @@ class ChatTask(Task):
         run to run; their backward passes still overlap."""
         pad = self.model.cfg.pad_id
         bounds = [(lo, hi) for lo, hi in shard_bounds(batch.src.size(0), n) if hi > lo]
-        dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.model.modules())
+        dropout = self.model.cfg.word_dropout > 0 or any(
+            isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.model.modules()
+        )
         turns = Turns(len(bounds)) if dropout and self.model.training else None
         return [
             ChatBatch(

@@ -11,9 +11,10 @@ What the ranks must do identically, and how this module keeps them in step:
   wall clock, which differs a little per rank. :meth:`DistContext.agree` all-reduces (MAX) the
   elapsed time and a stop flag every few steps (about ten times a second) and extrapolates the
   elapsed time in between from agreed numbers only, so all ranks compute the same value without a
-  collective on every step. A stop request on any rank (Ctrl-C, a signal to one worker, a test's
-  ``stop_check``) is seen by all at the next agreement; a time budget is forced to an agreement as
-  soon as the extrapolated clock reaches it.
+  collective on every step. A stop request on any rank (Ctrl-C, SIGTERM or SIGHUP from torchrun,
+  Slurm or systemd, a signal to one worker, a test's ``stop_check``) is seen by all at the next
+  agreement, with the signal's number, so rank 0 exits as that signal asks; a time budget is
+  forced to an agreement as soon as the extrapolated clock reaches it.
 * control traffic goes over gloo on the CPU even when the gradients use NCCL, so it never forces a
   GPU synchronisation.
 * checkpoints are written by rank 0 alone, but every rank contributes its own TBPTT hidden state
@@ -54,7 +55,8 @@ class DistContext:
     _next_sync: int = 0
     _last: tuple[int, float] | None = None  # (step, elapsed) at the last agreement
     _sec_per_step: float | None = None
-    _stop_pending: bool = False
+    _stop_pending: float = 0.0  # the largest stop request seen (a signal's number, or 0.5)
+    stop_signal: int | None = None  # the signal that stopped the run on some rank, once agreed
     syncs: int = field(default=0)
 
     @property
@@ -84,21 +86,26 @@ class DistContext:
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX, group=self.ctrl)
         return t.tolist()
 
-    def agree(self, step: int, stop: bool, elapsed: float, deadline: float | None = None) -> tuple[bool, float]:
+    def agree(self, step: int, stop: bool | float, elapsed: float, deadline: float | None = None) -> tuple[bool, float]:
         """``(stop, elapsed)``, the same on every rank; call it once per step on every rank.
 
         Any rank's stop request wins, and the furthest clock wins. Between agreements the elapsed time
         is extrapolated from the agreed seconds per step, so the learning rate and the evaluation and
-        stopping decisions that depend on it stay identical across ranks.
+        stopping decisions that depend on it stay identical across ranks. ``stop`` may be the number
+        of the signal that asked (SIGINT 2, SIGTERM 15, SIGHUP 1): the largest one any rank saw is
+        kept in :attr:`stop_signal`, so rank 0 exits with the code of a signal sent to another rank.
         """
-        self._stop_pending = self._stop_pending or bool(stop)
+        request = (0.5 if stop else 0.0) if isinstance(stop, bool) else float(stop)
+        self._stop_pending = max(self._stop_pending, request)
         estimate = None
         if self._last is not None and self._sec_per_step is not None:
             estimate = self._last[1] + (step - self._last[0]) * self._sec_per_step
         due = step >= self._next_sync or estimate is None or (deadline is not None and estimate >= deadline)
         if not due:
             return False, estimate
-        flag, agreed = self._all_reduce_max([1.0 if self._stop_pending else 0.0, float(elapsed)])
+        flag, agreed = self._all_reduce_max([self._stop_pending, float(elapsed)])
+        if flag >= 1:
+            self.stop_signal = int(flag)
         self.syncs += 1
         if self._last is not None and step > self._last[0]:
             self._sec_per_step = max(0.0, (agreed - self._last[1]) / (step - self._last[0]))

@@ -41,12 +41,19 @@ def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | No
     finally:
         if dist is not None:
             dist.close(graceful)
-    if result.interrupted and (dist is None or dist.is_main):
-        # The shell's convention for "stopped by Ctrl-C", after a clean save. Under torchrun only
-        # rank 0 says so: the save was collective, so the other ranks are done, and a non-zero exit
-        # from them first would make torchrun SIGTERM rank 0 while it is still exiting.
-        raise SystemExit(130)
+    _exit_if_stopped(result, dist)
     return result
+
+
+def _exit_if_stopped(result, dist) -> None:
+    """The shell's convention for "stopped by signal N" (128 + N: 130 for Ctrl-C, 143 for SIGTERM,
+    129 for SIGHUP), after a clean save. Under torchrun only rank 0 says so: the save was
+    collective, so the other ranks are done, and a non-zero exit from them first would make
+    torchrun SIGTERM rank 0 while it is still exiting."""
+    if result is not None and result.interrupted and (dist is None or dist.is_main):
+        import signal
+
+        raise SystemExit(128 + (result.signal or signal.SIGINT))
 
 
 def run_both(
@@ -57,6 +64,7 @@ def run_both(
     seed: int,
     reporter: Reporter | None = None,
     dry_run: bool = False,
+    overwrite: bool = False,
 ):
     """``chatrnn train`` with no subcommand, single process or a torchrun rank (one process group for both)."""
     from chatrnn.train import distributed
@@ -77,9 +85,12 @@ def run_both(
             reporter=reporter,
             dist=dist,
             dry_run=dry_run,
+            overwrite=overwrite,
         )
         graceful = True
-        return result
     finally:
         if dist is not None:
             dist.close(graceful)
+    for r in result or ():  # a stopped char LM run ended the command: no chat model followed
+        _exit_if_stopped(r, dist)
+    return result

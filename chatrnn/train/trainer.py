@@ -5,15 +5,18 @@ how to split a batch into shards, an evaluation and its part of the checkpoint; 
 the rest: device and autocast, AdamW with warmup and cosine decay planned on whichever limit ends
 the run (steps, epochs or a wall-clock budget), the step's random draw, gradients (whole-batch, or
 sharded over CPU threads, through the same loss), clipping, periodic evaluation with best/last
-checkpoints, exact resume, a NaN guard and a clean Ctrl-C.
+checkpoints (never of non-finite weights or scores), exact resume, a NaN guard and a clean stop on
+Ctrl-C, SIGTERM or SIGHUP (the step ends, a resumable checkpoint is saved).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ class TrainResult:
     interrupted: bool
     folder: Path
     unit: str = "tokens"  # the task's: what a loss is per ("chars", "tokens")
+    signal: int | None = None  # the signal that stopped the run (SIGINT, SIGTERM, SIGHUP), if one did
 
 
 def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
@@ -142,7 +146,13 @@ class Trainer:
         dist=None,
         stop_check: Callable[[int], bool] | None = None,
         train_model: torch.nn.Module | None = None,
+        fresh: bool = False,
+        corpus_digest: str | None = None,
+        allow_corpus_change: bool = False,
     ):
+        """``fresh``: the first save starts a clean folder (``--overwrite``, see train/output.py).
+        ``corpus_digest``: the content hash of the corpus (and validation split), stored with the
+        checkpoint; a resume on another corpus is refused unless ``allow_corpus_change``."""
         if cfg.max_steps is None and cfg.epochs is None and cfg.max_time is None:
             raise ChatrnnError("give a limit: --max-steps, --epochs or --max-time")
         self.task = task
@@ -185,6 +195,12 @@ class Trainer:
         # rank, saved with the checkpoint, and independent of how dropout consumes torch's RNG.
         self.draws = torch.Generator().manual_seed(cfg.seed)
         self.is_main = dist is None or dist.is_main
+        self.fresh = fresh
+        self.had_checkpoint = fresh  # ``--overwrite``: the old model stays until the first save
+        self.saved_step: int | None = None  # the step of the last checkpoint this run saved (or resumed)
+        self.corpus_digest = corpus_digest
+        self.allow_corpus_change = allow_corpus_change
+        self._signal: int | None = None  # the first stop signal received
 
     # ----- progress and limits -------------------------------------------------------------
     def progress(self, elapsed: float) -> float:
@@ -207,6 +223,8 @@ class Trainer:
     def _config_json(self, finished: bool, elapsed: float) -> dict:
         cfg = ckpt.base_config(self.task.kind)
         cfg.update(self.task.checkpoint_config())
+        if self.corpus_digest is not None and isinstance(cfg.get("corpus"), dict):
+            cfg["corpus"] = {**cfg["corpus"], "digest": self.corpus_digest}
         cfg["training"] = {
             "steps": self.step,
             "epochs": round(float(self.task.epoch), 4),
@@ -230,20 +248,35 @@ class Trainer:
         metrics_line: dict | None,
         best_model: torch.nn.Module | None = None,
     ) -> None:
+        weights = self.model.state_dict()
+        best_weights = weights if best_model is None else best_model.state_dict()
+        # Never write a diverged model over a good one. The weights are the same on every rank
+        # (DDP), so every rank decides alike, before the collective below.
+        bad = ckpt.non_finite(weights) or (ckpt.non_finite(best_weights) if best else None)
+        if bad is not None:
+            raise ChatrnnError(
+                f"the weights became non-finite (NaN or inf in {bad}) by step {self.step}{self._kept()}; lower --lr"
+            )
         task_state, rng = self.task.state_dict(), rng_state()
         if self.dist is not None:  # every rank takes part: its TBPTT state and RNG go to rank 0
             task_state, rng = self.dist.gather_state(self.task, task_state, rng)
         if not self.is_main:
+            self.saved_step = self.step
             return
-        weights = self.model.state_dict()
         meta = {"step": str(self.step)}
-        with ckpt.update_checkpoint(self.out) as st:
-            st.save_json(ckpt.CONFIG, self._config_json(finished, elapsed))
+        config = self._config_json(finished, elapsed)
+        try:  # strict JSON (no NaN, no Infinity), checked before anything is staged
+            metrics = None if metrics_line is None else json.dumps(metrics_line, allow_nan=False)
+            json.dumps(config, allow_nan=False)
+        except ValueError:
+            raise ChatrnnError(
+                f"not saved at step {self.step}: a setting or score is not a finite number{self._kept()}"
+            ) from None
+        with ckpt.update_checkpoint(self.out, fresh=self.fresh) as st:
+            st.save_json(ckpt.CONFIG, config)
             st.save_tensors(ckpt.LAST_WEIGHTS, weights, meta)
             if best or not (st.path / ckpt.BEST_WEIGHTS).exists():
-                st.save_tensors(
-                    ckpt.BEST_WEIGHTS, (self.model if best_model is None else best_model).state_dict(), meta
-                )
+                st.save_tensors(ckpt.BEST_WEIGHTS, best_weights, meta)
             st.save_torch(
                 ckpt.TRAIN_STATE,
                 {
@@ -258,15 +291,30 @@ class Trainer:
                     "last_metrics": self.last_metrics,
                     "averaged": self.averaged.state_dict() if self.averaged is not None else None,
                     "draws": self.draws.get_state(),
+                    "corpus_digest": self.corpus_digest,
                 },
             )
             self.task.write_extras(st)
-            if metrics_line is not None:
-                st.append_lines(ckpt.METRICS, [json.dumps(metrics_line)])
+            if metrics is not None:
+                st.append_lines(ckpt.METRICS, [metrics])
+        self.fresh = False  # the folder is this run's now: later saves carry it over
+        self.saved_step = self.step
+
+    def _kept(self) -> str:
+        """What a failed run leaves in ``--out``, truthfully: the tail of its error message."""
+        if self.saved_step is not None:
+            return f"; {self.out} keeps the last good checkpoint (step {self.saved_step})"
+        if self.had_checkpoint:
+            return f"; nothing was saved: {self.out} still holds the model it had before this run"
+        return "; nothing was saved"
 
     def load_resume(self) -> None:
         folder = ckpt.resolve_checkpoint(self.out)
         state = ckpt.load_train_state(folder)
+        from chatrnn.train.state_check import check_train_state
+
+        check_train_state(state, folder / ckpt.TRAIN_STATE, self)  # every tensor before use: one line, no segfault
+        corpus_changed = self._check_corpus(folder, state.get("corpus_digest"))  # before the data position
         weights = ckpt.load_weights(folder, ckpt.LAST_WEIGHTS)
         try:
             self.model.load_state_dict(weights)
@@ -277,7 +325,7 @@ class Trainer:
         self.opt.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.elapsed_before = float(state["elapsed"])
-        self.best = state.get("best")
+        self.best = None if corpus_changed else state.get("best")  # another validation set: not comparable
         self.next_eval_at = int(state.get("next_eval_at", 1))
         self.last_metrics = state.get("last_metrics")
         if self.averaged is not None:
@@ -286,6 +334,7 @@ class Trainer:
             else:  # the run had no average: start one from here
                 self.averaged.update_parameters(self.model)
         self.task.load_state_dict(state["task"])
+        self.saved_step = self.step
         if state.get("draws") is not None:
             self.draws.set_state(state["draws"])
         else:  # a checkpoint from before the trainer drew: a fresh stream for the rest of the run
@@ -294,11 +343,56 @@ class Trainer:
         if self.dist is not None:
             self.dist.restore_rng(state["rng"], self.cfg.seed, self.step)
 
+    def _check_corpus(self, folder: Path, stored: Any) -> bool:
+        """Whether ``--resume`` runs on another corpus, which would train on text the vocabulary may
+        not cover and compare "best" across two validation sets: refused, or (with
+        ``--allow-corpus-change``) True after a warning; the caller then restarts "best". A
+        checkpoint from before digests were stored resumes as before."""
+        if not isinstance(stored, str) or self.corpus_digest is None or stored == self.corpus_digest:
+            return False
+        if not self.allow_corpus_change:
+            try:
+                sources = ckpt.read_config(folder).get("corpus", {}).get("sources") or []
+            except (ChatrnnError, AttributeError):
+                sources = []
+            was = f" ({', '.join(map(str, sources[:3]))})" if sources and isinstance(sources, list) else ""
+            raise ChatrnnError(
+                f"the corpus differs from the one {folder} was trained on{was}; give that corpus (and "
+                "validation split) again, or add --allow-corpus-change to continue on this one"
+            )
+        if self.is_main:
+            unseen = " characters the model has no symbol for are dropped," if self.task.kind == "charlm" else ""
+            print(
+                f"warning: the corpus changed since {folder} was saved:{unseen} and the best "
+                "validation loss starts over with this run's first evaluation",
+                file=sys.stderr,
+                flush=True,
+            )
+        return True
+
     # ----- the loop ------------------------------------------------------------------------
-    def _on_sigint(self, signum, frame) -> None:
-        if self._interrupt:  # a second Ctrl-C: the user really wants out now
+    STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")  # what Ctrl-C, torchrun, systemd, Slurm, docker stop send
+
+    def _on_signal(self, signum, frame) -> None:
+        """Finish the step, save a resumable checkpoint, stop; a second signal stops at once."""
+        if self._interrupt:  # a second signal: the user really wants out now
             raise KeyboardInterrupt
         self._interrupt = True
+        self._signal = signum
+        if signum == getattr(signal, "SIGHUP", None):
+            # The terminal went away: writing progress to it would fail (EIO) before the save, so
+            # what went to the terminal goes nowhere now; a log file or pipe still gets every line.
+            # (A character device, not isatty(): a hung-up terminal fails isatty's ioctl.)
+            import stat
+
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                try:
+                    if stat.S_ISCHR(os.fstat(fd).st_mode):
+                        os.dup2(devnull, fd)
+                except OSError:
+                    pass
+            os.close(devnull)
 
     def _shard_pool(self) -> ShardPool | None:
         """Batch-sharded CPU threads (see cpu_parallel.py) when the task can split its batches; not
@@ -319,12 +413,16 @@ class Trainer:
         random.seed(self.cfg.seed)
         if self.resume:
             self.load_resume()
-        old_handler = None
+        old_handlers: dict[int, Any] = {}
         if self.is_main or self.dist is not None:
-            try:
-                old_handler = signal.signal(signal.SIGINT, self._on_sigint)
-            except ValueError:  # not in the main thread (e.g. under a test runner's thread)
-                old_handler = None
+            for name in self.STOP_SIGNALS:
+                sig = getattr(signal, name, None)  # no SIGHUP on Windows
+                if sig is None:
+                    continue
+                try:
+                    old_handlers[sig] = signal.signal(sig, self._on_signal)
+                except ValueError:  # not in the main thread (e.g. under a test runner's thread)
+                    break
         self.pool = self._shard_pool()  # evaluation uses the same threads
         self.reporter.start(
             self.task.describe() + f" on {self.device}" + (f" ({self.dist.world} ranks)" if self.dist else "")
@@ -336,8 +434,8 @@ class Trainer:
                 self.pool.close()
                 self.pool = None
             self.reporter.close()
-            if old_handler is not None:
-                signal.signal(signal.SIGINT, old_handler)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
     def _loop(self) -> TrainResult:
         cfg = self.cfg
@@ -349,7 +447,7 @@ class Trainer:
         self.train_model.train()
         while True:
             elapsed = time.monotonic() - t0
-            stop_now = self._interrupt or (self.stop_check is not None and self.stop_check(self.step))
+            stop_now = self._stop_request()
             if self.dist is not None:
                 stop_now, elapsed = agreed or self.dist.agree(self.step, stop_now, elapsed, cfg.max_time)
             progress = self.progress(elapsed)
@@ -366,9 +464,8 @@ class Trainer:
             loss_v, ntok = forward_backward(self.task, self.train_model, batch, self.pool, self.device, self.autocast)
             gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             if not (math.isfinite(loss_v) and math.isfinite(float(gnorm))):
-                where = f"; the last good checkpoint in {self.out} is kept" if (self.out / ckpt.CONFIG).exists() else ""
                 raise ChatrnnError(
-                    f"loss became {loss_v} at step {self.step + 1}{where}; lower --lr or check the corpus"
+                    f"loss became {loss_v} at step {self.step + 1}{self._kept()}; lower --lr or check the corpus"
                 )
             self.opt.step()
             if self.averaged is not None:
@@ -382,24 +479,23 @@ class Trainer:
                 tokens_window, t_window = 0, now
             elapsed = now - t0
             if self.dist is not None:  # the same lr, evaluation and stop decisions on every rank
-                agreed = self.dist.agree(
-                    self.step,
-                    self._interrupt or (self.stop_check is not None and self.stop_check(self.step)),
-                    elapsed,
-                    cfg.max_time,
-                )
+                agreed = self.dist.agree(self.step, self._stop_request(), elapsed, cfg.max_time)
                 elapsed = agreed[1]
             progress = self.progress(elapsed)
             eta = None
             if progress > 0:
                 eta = elapsed * (1 - min(progress, 1)) / progress
-            self.reporter.update(self.step, progress, loss_ema, rate, self.task.unit, eta)
+            self.reporter.update(
+                self.step, progress, loss_ema, rate, self.task.unit, eta, float(gnorm), lr, step_loss=loss_v
+            )
             if self._eval_due(progress) and progress < 1.0:
                 while self.next_eval_at / max(1, cfg.evals) <= progress:
                     self.next_eval_at += 1
                 self._evaluate_and_save(time.monotonic() - t0, finished=False, lr=lr, train_loss=loss_ema)
         elapsed = time.monotonic() - t0
+        stopped_by = None
         if interrupted:
+            stopped_by = self._signal if self.dist is None else (self.dist.stop_signal or self._signal)
             self.save(elapsed, best=False, finished=False, metrics_line=None)
             if self.is_main:
                 self.reporter.message(
@@ -407,7 +503,18 @@ class Trainer:
                 )
         else:
             self._evaluate_and_save(elapsed, finished=True, lr=None, train_loss=loss_ema)
-        return TrainResult(self.step, self.best, self.last_metrics, elapsed, interrupted, self.out, self.task.unit)
+        return TrainResult(
+            self.step, self.best, self.last_metrics, elapsed, interrupted, self.out, self.task.unit, stopped_by
+        )
+
+    def _stop_request(self) -> float:
+        """0: go on; the stop signal's number; 0.5: a ``stop_check`` asked. A number, so that under
+        DDP the ranks agree on which signal stopped the run (the largest wins; see ``agree``)."""
+        if self._interrupt:
+            return float(self._signal or signal.SIGINT)
+        if self.stop_check is not None and self.stop_check(self.step):
+            return 0.5
+        return 0.0
 
     def _evaluate_and_save(self, elapsed: float, finished: bool, lr: float | None, train_loss: float | None) -> None:
         scored: dict[str, tuple[dict, torch.nn.Module]] = {}
@@ -415,7 +522,13 @@ class Trainer:
             scored["ema"] = (self.evaluate(self.averaged.module), self.averaged.module)
         if self.averaged is None or finished:
             scored["raw"] = (self.evaluate(), self.model)
-        which = min(scored, key=lambda k: scored[k][0]["loss"])
+        finite = [k for k in scored if math.isfinite(scored[k][0]["loss"])]
+        if not finite:  # diverged: a NaN score must neither become "best" nor reach a file
+            loss = next(iter(scored.values()))[0]["loss"]
+            raise ChatrnnError(
+                f"validation loss became {loss} at step {self.step}: the weights diverged{self._kept()}; lower --lr"
+            )
+        which = min(finite, key=lambda k: scored[k][0]["loss"])
         m, best_model = scored[which]
         self.last_metrics = m
         is_best = self.best is None or m["loss"] < self.best
@@ -437,5 +550,5 @@ class Trainer:
         }
         if self.averaged is not None:
             line["weights"] = which
-            line.update({f"val_loss_{k}": v[0]["loss"] for k, v in scored.items()})
+            line.update({f"val_loss_{k}": v[0]["loss"] if k in finite else None for k, v in scored.items()})
         self.save(elapsed, best=is_best, finished=finished, metrics_line=line, best_model=best_model)

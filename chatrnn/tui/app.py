@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
@@ -49,10 +50,12 @@ from chatrnn.tui.messages import (
     LoadModel,
     NewConversation,
     Notice,
+    OpenConversation,
     PickModel,
     ShowConversations,
 )
 from chatrnn.tui.streaming import StreamingPane
+from chatrnn.tui.widgets import clean_text
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +70,27 @@ Both run in background threads: the screen never freezes, and **Esc** stops them
 | key | what |
 | --- | --- |
 | Enter | send the message / generate from the seed |
+| shift+enter, ctrl+j | Chat: a new line in the message (a pasted block keeps its lines) |
+| ↑ / ↓ | Chat: earlier prompts (on the first / last line of the message box) |
 | Esc | stop the reply or the generation in progress |
 | F2 / F3 | Chat tab / Generate tab |
-| ctrl+t | Chat: attention heatmap of the last reply · Generate: top candidates per step |
+| ctrl+t | Chat: attention and hidden-state heatmaps of the last reply · Generate: top candidates per step |
 | a | on a focused reply (Tab to it): its attention heatmap |
-| ctrl+r | Generate: again from the same seed |
+| ctrl+r | Chat: another reply to the last message (the old one is kept) · Generate: again from the same seed |
+| < / > | on a focused message: its previous / next alternative (regenerated, picked, edited) and its branch |
+| e | on a focused message of yours: edit it; sending starts a new branch, the old one is kept |
+| 1-9 | on a focused reply with an n-best list (`/beam 4`, `/nbest 3`): make that one the reply |
+| c / C | on a focused message: copy it / the whole conversation (OSC 52: works over SSH); the mouse selects too |
+| ctrl+f | Chat: search every stored conversation, Enter opens the conversation at that message |
 | [ / ] | Generate: temperature -0.1 / +0.1 (outside the text boxes; or type it) |
+| ctrl+b | Generate: temperatures side by side (one seed, 2 to 4 temperatures at once) |
+| ctrl+g | Generate: Neurons view (the text coloured by one unit; ←/→ ↑/↓ move the cursor) |
+| F6 | Generate: adapt the char model to a text file (dynamic evaluation); status: its loss before → after |
 | ctrl+n | new conversation |
 | ctrl+l | stored conversations: open, rename, delete, export |
 | ctrl+s | export this conversation to Markdown |
 | ctrl+o | model picker: every checkpoint found, with size and best val loss |
+| F4 | Runs: every checkpoint with its loss curve, best val loss, size, corpus, time; live while one trains |
 | ctrl+p | command palette: every action by name |
 | F1 | this help |
 | ctrl+q | quit |
@@ -93,9 +107,24 @@ Both run in background threads: the screen never freezes, and **Esc** stops them
 read: earlier turns, then your message). Brighter means the decoder looked there more when it
 produced that piece; ◆ marks where it looked most.
 
+**Hidden state** (beside the attention): right of each reply row, the decoder's units that moved
+most over the reply, coloured by how much each moved at that piece (|h_t - h_(t-1)|); under each
+prompt column, the same for the encoder.
+
 **Candidates**: at each generated character, the model's most likely next characters and their
 probabilities *after* temperature, top-k and top-p: raise the temperature and watch the
 distribution flatten; lower it and the top candidate takes everything.
+
+**Side by side** (ctrl+b): one seed, two to four temperatures (type them: `0.5 0.8 1.1`), streamed
+at once in columns with the same random draws, each with its candidates and how sure it was
+(mean probability of the chosen characters).
+
+**Neurons** (ctrl+g): the text coloured by one unit of the char LM (blue negative, white zero,
+red positive) as the model read it, live while it streams. Type the unit as `layer:unit`
+(`1:42`, or `1:42:c` for its cell state, `1:42:f` for its forget gate), or pick one of the units
+ranked per text feature (quotes, line position, word starts...: `chatrnn neurons`), computed on
+the checkpoint's validation text in the background and cached in `neurons.json` next to the
+weights. The strip under the text shows the unit's h, c and its i/f/o gates at the cursor.
 
 Decoding settings can also be given as flags or environment variables
 (`chatrnn chat --temperature 0.7`, `CHATRNN_TEMPERATURE=0.7`); each conversation keeps its own.
@@ -201,10 +230,10 @@ class ModelPickerScreen(ModalScreen[CheckpointInfo | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="picker-box"):
-            yield Label(f"Models under {checkpoints_root()}/", classes="dialog-title")
+            yield Label(Text(clean_text(f"Models under {checkpoints_root()}/", 300)), classes="dialog-title")
             yield Static(f"{'name':<24} {'kind':<15} {'params':>7} {'size':>9} {'best val':>9}", classes="table-head")
             yield OptionList(id="picker-list")
-            yield Static("", id="picker-empty")
+            yield Static("", id="picker-empty", markup=False)  # the hint quotes the checkpoints root
             yield Label("Enter loads · F5 rescans · Esc closes", classes="hint")
 
     def on_mount(self) -> None:
@@ -215,13 +244,14 @@ class ModelPickerScreen(ModalScreen[CheckpointInfo | None]):
         ol = self.query_one(OptionList)
         ol.clear_options()
         for i, info in enumerate(self.infos):
-            kind = KIND_LABEL.get(info.kind or "", str(info.kind))
+            kind = KIND_LABEL.get(info.kind or "", "?")
             line = (
                 f"{info.name[:24]:<24} {kind:<15} {info.params_text():>7} {info.size_text():>9} {info.loss_text():>9}"
             )
             if info.problem:
-                line += f"  ({info.problem})"
-            ol.add_option(Option(line, id=str(i), disabled=not info.usable))
+                line += f"  (unreadable: {info.problem})"
+            # as Text: names and reasons come from the folder (``[@click=app.quit]``), never markup
+            ol.add_option(Option(Text(clean_text(line, 300)), id=str(i), disabled=not info.usable))
         empty = self.query_one("#picker-empty", Static)
         empty.update("" if self.infos else train_hint())
         empty.display = not self.infos
@@ -268,7 +298,8 @@ class ConversationsScreen(ModalScreen[None]):
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(c.updated))
             mode = "chat" if c.mode == "chat" else "gen "
             title = re.sub(r"\s+", " ", c.title)[:60]
-            ol.add_option(Option(f"{when}  {mode}  {title}", id=str(c.id)))
+            # as Text: a title is whatever the user (or a model) typed, never markup or control codes
+            ol.add_option(Option(Text(clean_text(f"{when}  {mode}  {title}", 200)), id=str(c.id)))
         empty = self.query_one("#history-empty", Static)
         empty.update("No stored conversations yet." if not convs else "")
         empty.display = not convs
@@ -353,6 +384,7 @@ class ChatrnnApp(App):
         Binding("ctrl+l", "conversations", "History"),
         Binding("ctrl+s", "export", "Export"),
         Binding("ctrl+o", "pick_model", "Models"),
+        Binding("f4", "runs", "Runs"),
     ]
 
     def __init__(
@@ -379,6 +411,13 @@ class ChatrnnApp(App):
         self.load_models = load_models
         self.wanted_tab = "chat"
         self.store_message: str | None = None
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout=None, markup=False) -> None:
+        """Every notification as text: they quote errors, file names and checkpoint strings, which
+        must neither be parsed as markup (``[@click=app.quit]``) nor reach the terminal as control
+        characters. Panes' ``notify`` ends here too (``Widget.notify`` calls the app's)."""
+        kw = {} if timeout is None else {"timeout": timeout}
+        super().notify(clean_text(message), title=clean_text(title, 200), severity=severity, markup=False, **kw)
 
     # ---- layout ---------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -542,6 +581,22 @@ class ChatrnnApp(App):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
+    def action_adapt_file(self) -> None:
+        """Generate tab: a path prompt, then the pane adapts its model to that file (a worker)."""
+        self.action_tab("generate")
+
+        def done(path: str | None) -> None:
+            if path:
+                self.gen.start_adapt(path)
+
+        self.push_screen(PromptScreen("Adapt the char model to a text file", "", "path to a text file"), done)
+
+    def action_runs(self) -> None:
+        from chatrnn.tui.runs import RunsScreen
+
+        if not isinstance(self.screen, RunsScreen):
+            self.push_screen(RunsScreen(extra=[p for p in (self.chat_checkpoint, self.lm_checkpoint) if p]))
+
     def action_conversations(self) -> None:
         if not isinstance(self.screen, ConversationsScreen):
             self.push_screen(ConversationsScreen())
@@ -571,6 +626,12 @@ class ChatrnnApp(App):
 
     def on_export_conversation(self, event: ExportConversation) -> None:
         self.export_conversation(event.conversation_id, event.path)
+
+    def on_open_conversation(self, event: OpenConversation) -> None:
+        self.open_conversation(event.conversation_id)
+        if event.message_id is not None and self.chat.conversation_id == event.conversation_id:
+            mid = event.message_id
+            self.call_after_refresh(lambda: self.chat.focus_message(mid))
 
     # ---- conversations --------------------------------------------------------------------
     @property
@@ -648,7 +709,8 @@ class ChatrnnApp(App):
         except ChatrnnError as e:
             self.notify(str(e), severity="error", title="export")
             return
-        self.notify(f"saved {written}", title="export", timeout=6)
+        kept = "" if written == Path(path).expanduser() else f" ({path} already exists: left as it was)"
+        self.notify(f"saved {written}{kept}", title="export", timeout=6)
 
     # ---- command palette ------------------------------------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
@@ -662,6 +724,9 @@ class ChatrnnApp(App):
         yield SystemCommand("Export conversation", "Save this conversation as Markdown (ctrl+s)", self.action_export)
         yield SystemCommand(
             "Pick a model", "Every checkpoint found, with size and best val loss (ctrl+o)", self.action_pick_model
+        )
+        yield SystemCommand(
+            "Runs", "Every checkpoint's loss curve, best val loss, size, corpus and time (F4)", self.action_runs
         )
         yield SystemCommand(
             "Toggle attention view",
@@ -679,6 +744,32 @@ class ChatrnnApp(App):
             lambda: (self.chat.action_stop(), self.gen.action_stop()),
         )
         yield SystemCommand("Regenerate", "Generate again from the same seed (ctrl+r)", self.gen.action_regenerate)
+        yield SystemCommand(
+            "Retry reply",
+            "Another reply to the last chat message; the old one is kept (ctrl+r in Chat)",
+            lambda: (self.action_tab("chat"), self.chat.action_regenerate()),
+        )
+        yield SystemCommand(
+            "Search conversations", "Find a message in every stored conversation (ctrl+f)", self.chat.action_search
+        )
+        yield SystemCommand(
+            "Copy conversation", "The chat conversation to the clipboard", self.chat.action_copy_conversation
+        )
+        yield SystemCommand(
+            "Temperatures side by side",
+            "One seed, 2 to 4 temperatures streamed in columns (ctrl+b in Generate)",
+            lambda: (self.action_tab("generate"), self.gen.action_toggle_temperatures()),
+        )
+        yield SystemCommand(
+            "Neurons view",
+            "The generated text coloured by one unit, its gates at the cursor (ctrl+g in Generate)",
+            lambda: (self.action_tab("generate"), self.gen.action_toggle_neurons()),
+        )
+        yield SystemCommand(
+            "Adapt to a file",
+            "Let the char model learn a text file, then generate in its style (F6 in Generate)",
+            self.action_adapt_file,
+        )
         yield SystemCommand(
             "Chat settings", "Show the decoding settings of this conversation", lambda: self.chat.command("/settings")
         )

@@ -15,9 +15,8 @@ Tests and benchmarks swap models in through :class:`ModelLoader`: any object wit
 
 from __future__ import annotations
 
-import json
+import logging
 import os
-import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,7 +24,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from chatrnn import checkpoint as ckpt
+from chatrnn.checkpoint_schema import loads_json, read_safetensors_header
 from chatrnn.errors import ChatrnnError
+
+log = logging.getLogger(__name__)
 
 CHAT = "chat"
 LM = "charlm"
@@ -107,110 +109,140 @@ def format_bytes(n: int) -> str:
 
 
 def safetensors_parameters(path: Path) -> int | None:
-    """Number of values in a safetensors file, from its JSON header only (no torch, no weights)."""
+    """Number of values in a safetensors file, from its checked JSON header only (no torch, no
+    weights); None when the header is damaged (:func:`weights_problem` says how)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-            if len(head) != 8:
-                return None
-            (n,) = struct.unpack("<Q", head)
-            if not 0 < n <= 100_000_000:
-                return None
-            header = json.loads(fh.read(n))
-    except (OSError, ValueError):
+        return sum(spec.numel for spec in read_safetensors_header(path).values())
+    except (ChatrnnError, OSError):
         return None
-    total = 0
-    for key, entry in header.items():
-        if key == "__metadata__" or not isinstance(entry, dict):
-            continue
-        count = 1
-        for dim in entry.get("shape", []):
-            count *= int(dim)
-        total += count
-    return total
 
 
-def inspect_checkpoint(folder: Path, root: Path | None = None) -> CheckpointInfo:
-    """A :class:`CheckpointInfo` for ``folder``; problems are reported in ``problem``, never raised."""
+def _reason(e: ChatrnnError, folder: Path) -> str:
+    """A checkpoint error as the picker's short reason: without the folder's path, which the row names."""
+    text = str(e)
+    for prefix in (str(folder / ckpt.CONFIG) + ": ", str(folder) + "/", str(folder) + " "):
+        if text.startswith(prefix):
+            return text[len(prefix) :]
+    return text
+
+
+def inspect_checkpoint(folder: Path, root: Path | None = None, name: str | None = None) -> CheckpointInfo:
+    """A :class:`CheckpointInfo` for ``folder``; problems are reported in ``problem``, never raised.
+
+    Everything a folder holds is untrusted (see ``checkpoint_schema.py``): config.json goes through
+    the one schema, the weights' header through the one header check, and any failure, expected or
+    not, marks this checkpoint unreadable with its reason instead of reaching the picker."""
     folder = Path(folder)
-    try:
-        name = str(folder.relative_to(root)) if root is not None else str(folder)
-    except ValueError:
-        name = str(folder)
+    if name is None:
+        try:
+            name = str(folder.relative_to(root)) if root is not None else str(folder)
+        except ValueError:
+            name = str(folder)
     info = CheckpointInfo(path=folder, name=name, kind=None)
     try:
-        cfg = json.loads((folder / ckpt.CONFIG).read_text("utf-8"))
-        info.modified = (folder / ckpt.CONFIG).stat().st_mtime
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        info.problem = f"unreadable {ckpt.CONFIG} ({e.__class__.__name__})"
-        return info
+        _inspect(folder, info)
+    except Exception as e:  # a damaged folder is one unreadable row, never a crashed app
+        info.problem = f"unreadable ({e.__class__.__name__})"
+    return info
+
+
+def _inspect(folder: Path, info: CheckpointInfo) -> None:
+    path = folder / ckpt.CONFIG
+    try:
+        cfg = loads_json(ckpt.read_checked(path), path)
+        info.modified = path.stat().st_mtime
+    except (OSError, ChatrnnError) as e:
+        info.problem = (
+            f"unreadable {ckpt.CONFIG} ({_reason(e, folder) if isinstance(e, ChatrnnError) else e.__class__.__name__})"
+        )
+        return
     if not isinstance(cfg, dict):
         info.problem = f"{ckpt.CONFIG} is not a chatrnn config"
-        return info
-    info.kind = cfg.get("kind")
-    training = cfg.get("training") or {}
-    if isinstance(training, dict):
-        loss = training.get("best_val_loss")
-        info.best_val_loss = float(loss) if isinstance(loss, (int, float)) else None
-        steps = training.get("steps")
-        info.steps = int(steps) if isinstance(steps, int) else None
+        return
+    kind = cfg.get("kind")
+    info.kind = kind if kind in KINDS else None
     weights = folder / ckpt.BEST_WEIGHTS
-    if not weights.is_file():
+    if not weights.exists():
         info.problem = f"no {ckpt.BEST_WEIGHTS} (training never saved?)"
-    else:
-        info.parameters = safetensors_parameters(weights)
-        model = cfg.get("model") if isinstance(cfg.get("model"), dict) else {}
-        if info.parameters is not None and model.get("tie_weights"):
-            # a tied head is stored twice but trained once (as `chatrnn info` counts it)
-            emb = model.get("vocab_size", 0) * model.get("embed", 0)
-            if isinstance(emb, int) and 0 < emb < info.parameters:
-                info.parameters -= emb
-        if info.parameters is None:
-            info.problem = f"{ckpt.BEST_WEIGHTS} is corrupt"
     try:
         info.size_bytes = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
     except OSError:
         pass
-    if info.kind not in KINDS and info.problem is None:
-        info.problem = f"unknown kind {info.kind!r}"
-    return info
+    if info.problem is not None:
+        return
+    try:
+        ckpt.read_config(folder)  # the one schema: kind, version, every field's type and range
+    except ChatrnnError as e:
+        info.problem = _reason(e, folder)
+        return
+    training = cfg.get("training") or {}
+    loss = training.get("best_val_loss")
+    info.best_val_loss = float(loss) if isinstance(loss, (int, float)) and not isinstance(loss, bool) else None
+    steps = training.get("steps")
+    info.steps = steps if isinstance(steps, int) else None
+    try:
+        header = read_safetensors_header(weights)
+    except (ChatrnnError, OSError) as e:
+        info.problem = _reason(e, folder) if isinstance(e, ChatrnnError) else f"unreadable {ckpt.BEST_WEIGHTS}"
+        return
+    info.parameters = sum(spec.numel for spec in header.values())
+    model = cfg["model"]
+    if model.get("tie_weights"):
+        # a tied head is stored twice but trained once (as `chatrnn info` counts it)
+        emb = model.get("vocab_size", 0) * model.get("embed", 0)
+        if 0 < emb < info.parameters:
+            info.parameters -= emb
+
+
+def candidate_folders(parent: Path) -> list[tuple[Path, str]]:
+    """The checkpoint folders directly in ``parent`` with the name each is listed under: ``NAME``,
+    or ``.NAME.old`` under ``NAME`` when a save was interrupted between its two renames
+    (:func:`chatrnn.checkpoint.recovered`, the rule ``--checkpoint`` follows too). Other dot folders
+    (a save in progress) are skipped."""
+    names: set[str] = set()
+    for child in parent.iterdir():
+        n = ckpt.interrupted_name(child) if child.name.startswith(".") else child.name
+        if n:
+            names.add(n)
+    out = []
+    for n in sorted(names):
+        found = ckpt.recovered(parent / n)
+        if found is not None:
+            out.append((found, n))
+    return out
 
 
 def discover(root: Path | None = None, extra: list[str | Path] | tuple = ()) -> list[CheckpointInfo]:
     """Every checkpoint under ``root`` (default ``checkpoints/``, two levels deep) plus ``extra``
-    folders given on the command line; newest first, without duplicates."""
+    folders given on the command line; newest first, without duplicates. A folder a save left as
+    ``.NAME.old`` is listed (and loads) as ``NAME``."""
     root = Path(root) if root is not None else ckpt.checkpoints_root()
-    folders: list[Path] = []
+    folders: list[tuple[Path, str | None]] = []
     if root.is_dir():
         try:
+            for folder, name in candidate_folders(root):
+                folders.append((folder, name))
             for child in sorted(root.iterdir()):
-                if child.name.startswith("."):
+                if child.name.startswith(".") or not child.is_dir() or ckpt.recovered(child) is not None:
                     continue
-                if (child / ckpt.CONFIG).is_file():
-                    folders.append(child)
-                elif child.is_dir():
-                    try:
-                        folders.extend(
-                            g
-                            for g in sorted(child.iterdir())
-                            if not g.name.startswith(".") and (g / ckpt.CONFIG).is_file()
-                        )
-                    except OSError:
-                        pass
+                try:
+                    folders.extend((g, f"{child.name}/{n}") for g, n in candidate_folders(child))
+                except OSError:
+                    pass
         except OSError:
             pass
     for e in extra:
-        p = Path(e).expanduser()
-        if (p / ckpt.CONFIG).is_file():
-            folders.append(p)
+        found = ckpt.recovered(Path(e).expanduser())
+        if found is not None:
+            folders.append((found, None))
     seen: set[str] = set()
     out: list[CheckpointInfo] = []
-    for f in folders:
+    for f, name in folders:
         key = os.path.realpath(f)
         if key in seen:
             continue
         seen.add(key)
-        out.append(inspect_checkpoint(f, root if _under(f, root) else None))
+        out.append(inspect_checkpoint(f, root if _under(f, root) else None, name))
     out.sort(key=lambda i: -i.modified)
     return out
 
@@ -227,8 +259,9 @@ def pick_default(kind: str, infos: list[CheckpointInfo], root: Path | None = Non
     """``checkpoints/<kind>`` when it is usable, else the newest usable checkpoint of that kind."""
     root = Path(root) if root is not None else ckpt.checkpoints_root()
     usable = [i for i in infos if i.kind == kind and i.usable]
+    default = ckpt.recovered(root / kind) or root / kind  # .KIND.old after an interrupted save
     for i in usable:
-        if os.path.realpath(i.path) == os.path.realpath(root / kind):
+        if os.path.realpath(i.path) == os.path.realpath(default):
             return i
     return usable[0] if usable else None
 
@@ -266,6 +299,10 @@ class ChatModel(Protocol):
         self, message: str, history: Any = None, settings: Any = None, cancel: threading.Event | None = None
     ) -> Iterator[Any]: ...
 
+    # With beam search (``settings.beam > 1``) the pane also passes ``alternatives=[]``, which the
+    # model fills with its n best replies (``infer_chat.Alternative``: text, score, pieces,
+    # attention) before the first token.
+
 
 class CharModel(Protocol):
     """What the generate pane needs (``chatrnn.infer.Generator`` has it)."""
@@ -285,7 +322,104 @@ class CharModel(Protocol):
         rng_seed: int | None = None,
         candidates: int = 0,
         cancel: threading.Event | None = None,
+        probe: bool = False,  # each token's ``probe``: every unit's values after reading it (Neurons view)
     ) -> Iterator[Any]: ...
+
+    def trace(self, text: str) -> Any: ...  # a ``chatrnn.probe.Trace``
+
+    def adapt(
+        self, path: str, settings: Any = None, stats_file: Any = None, cancel: Any = None, progress: Any = None
+    ) -> Any: ...  # a ``chatrnn.adapt.AdaptResult``; the model samples with the adapted weights after
+
+
+# ---------------------------------------------------------------------------------------------
+# looking inside the char LM (the Neurons view; called from worker threads)
+
+
+def trace_states(model: Any, text: str) -> tuple[str, dict[str, Any]]:
+    """``text`` run through the char LM: the characters that were run (unknown ones dropped) and
+    every unit's values after each of them, as ``{"h": (T, layers, hidden), "c": ..., gates...}``
+    (numpy, the layout the Neurons view appends a character at a time)."""
+    trace = model.trace(text)
+    states = {"h": trace.h}
+    if trace.c is not None:
+        states["c"] = trace.c
+    states.update(trace.gates)
+    return trace.text, {k: v.transpose(1, 0, 2) for k, v in states.items()}
+
+
+def chat_states(model: Any, message: str, history: Any, settings: Any, tokens: list[Any]) -> dict | None:
+    """The hidden-state heatmaps of a streamed reply (``widgets.state_changes`` of each side):
+    ``{"dec": ..., "enc": ...}``, or None for a model that reports no states.
+
+    ``dec``: the decoder's top-layer state at each shown reply token (``ReplyToken.state``), moves
+    counted from the decoder's initial state; ``enc``: the encoder's outputs at each prompt token.
+    The stream carries only the decoder's states, so the prompt is encoded once more here (one
+    encoder pass, milliseconds, in the reply's worker thread, after the last token). Never
+    raises: a failure is logged and the reply keeps its attention heatmap alone."""
+    try:
+        return _chat_states(model, message, history, settings, tokens)
+    except Exception:
+        log.warning("the reply's hidden states could not be summarised", exc_info=True)
+        return None
+
+
+def _chat_states(model: Any, message: str, history: Any, settings: Any, tokens: list[Any]) -> dict | None:
+    from chatrnn.tui.widgets import state_changes
+
+    shown = [t for t in tokens if t.piece or t.attention]
+    dec_rows = [getattr(t, "state", None) for t in shown]
+    if not shown or any(r is None for r in dec_rows):
+        return None
+    enc_rows, start = None, None
+    encode = getattr(model, "_encode", None)
+    if callable(encode) and hasattr(model, "prompt_ids"):
+        import torch
+
+        enc = encode(model.prompt_ids(message, history, settings))
+        with torch.inference_mode():
+            enc_rows = enc.memory[0].float().cpu().numpy()
+            start = enc.hidden[-1, 0].float().cpu().numpy()
+    out = {"dec": state_changes([list(map(float, r)) for r in dec_rows], None if start is None else start.tolist())}
+    if enc_rows is not None:
+        out["enc"] = state_changes(enc_rows.tolist())
+    return out
+
+
+def rank_units(model: Any, text: str) -> dict:
+    """The units that track each text feature of ``text``, best AUC first (``chatrnn neurons --json``'s layout:
+    ``{"features": [{"name", "units": [{"layer", "unit", "state", "score", "auc"}...]}...], "chars"}``)."""
+    from chatrnn.neurons import find_neurons
+
+    _, scores = find_neurons(model, text)
+    return scores.to_json(top=10, by="auc")  # the units that ALONE tell the feature best: the legible ones
+
+
+@dataclass
+class AdaptSummary:
+    """What the Generate tab shows after "adapt to a file" (``chatrnn.adapt``: the model keeps
+    learning on the file; the checkpoint on disk is untouched)."""
+
+    path: str
+    loss_static: float | None
+    loss: float
+    chars: int
+    seconds: float
+    cancelled: bool
+
+    def text(self) -> str:
+        name = Path(self.path).name
+        if self.cancelled:
+            return f"adapting to {name} stopped: the model is unchanged"
+        before = "?" if self.loss_static is None else f"{self.loss_static:.3f}"
+        return f"adapted to {name}: {before} → {self.loss:.3f} nats/char ({self.chars:,} chars, {self.seconds:.0f}s)"
+
+
+def adapt_model(model: Any, path: str, cancel: threading.Event | None = None, progress: Any = None) -> AdaptSummary:
+    """Dynamic evaluation of the char LM on ``path`` (worker threads only: it runs for seconds to
+    minutes). Raises ChatrnnError with a one-line reason for a missing, binary or empty file."""
+    r = model.adapt(path, cancel=cancel, progress=progress)
+    return AdaptSummary(path, r.loss_static, r.loss, r.chars, r.seconds, r.cancelled)
 
 
 class ModelLoader:

@@ -53,3 +53,12 @@ class ExportConversation(Message):
         super().__init__()
         self.conversation_id = conversation_id
         self.path = path
+
+
+class OpenConversation(Message):
+    """The user picked a stored message (ctrl+f search): open its conversation at that message."""
+
+    def __init__(self, conversation_id: int, message_id: int | None = None) -> None:
+        super().__init__()
+        self.conversation_id = conversation_id
+        self.message_id = message_id

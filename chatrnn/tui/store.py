@@ -20,6 +20,11 @@ Guarantees this module keeps, because the TUI relies on them:
 * **Thread safety.** One connection opened with ``check_same_thread=False``; every public operation
   holds a lock, and every write is one ``BEGIN IMMEDIATE`` transaction.
 
+A conversation is a tree (schema version 2): every message has a ``parent_id``, and the
+conversation remembers where its active branch ends (``active_id``). Regenerating a reply or
+editing a message adds a sibling instead of replacing anything, so every branch stays reachable;
+:meth:`Store.messages` and the export give the active branch, :meth:`Store.set_active` switches.
+
 The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS` holds one function per
 step (version *n* to *n + 1*), each run in its own transaction together with the version bump, so a
 crash mid-migration leaves the previous version intact. ``PRAGMA application_id`` marks the file as
@@ -28,11 +33,13 @@ ours, which is how a foreign database is told apart from one written by a newer 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
 import secrets
 import sqlite3
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -87,6 +94,9 @@ class Message:
     text: str
     created: float
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the message this one answers or follows (None: the conversation's first message); messages
+    #: with the same parent are alternatives (regenerated replies, edited messages)
+    parent_id: int | None = None
 
 
 @dataclass
@@ -188,9 +198,33 @@ def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Version 2: conversations become trees (regenerate and edit branch them).
+
+    Each message gets a ``parent_id`` (None: a first message) and each conversation the id of the
+    message its active branch ends at, ``active_id``. A version-1 conversation was one straight
+    line, so each message's parent is the one stored just before it and the branch ends at the
+    last one: every message stays, in the same order, on the active branch.
+    """
+    conn.execute("ALTER TABLE messages ADD COLUMN parent_id INTEGER REFERENCES messages(id) ON DELETE CASCADE")
+    conn.execute("ALTER TABLE conversations ADD COLUMN active_id INTEGER")
+    conn.execute(
+        """
+        UPDATE messages SET parent_id = (
+            SELECT MAX(p.id) FROM messages AS p
+            WHERE p.conversation_id = messages.conversation_id AND p.id < messages.id
+        )
+        """
+    )
+    conn.execute(
+        "UPDATE conversations SET active_id = (SELECT MAX(id) FROM messages WHERE conversation_id = conversations.id)"
+    )
+    conn.execute("CREATE INDEX messages_by_parent ON messages (parent_id, id)")
+
+
 #: ``MIGRATIONS[n]`` turns a version-*n* database into version *n + 1*. Append, never edit: a
 #: released step has already run on users' files.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2]
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,7 +337,321 @@ def _message(row: sqlite3.Row) -> Message:
         text=row["text"],
         created=row["created"],
         meta=_from_json(row["meta"]),
+        parent_id=row["parent_id"] if "parent_id" in row.keys() else None,
     )
+
+
+def _open_damaged(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a damaged database: it is the user's copy, never written to.
+
+    ``immutable`` creates no ``-wal``/``-shm`` beside it; only when a ``-wal`` was moved aside with
+    it (changes not yet in the main file) is it opened ``mode=ro``, which reads the WAL too.
+    """
+    uri = path.resolve().as_uri()
+    if Path(f"{path}-wal").exists():
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    else:
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True)
+    # a damaged page can hold bytes that are not UTF-8: keep the row, mark the bad bytes
+    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    return conn
+
+
+def _readable_rows(src: sqlite3.Connection, table: str) -> Iterator[tuple[Any, ...]]:
+    """Every row of ``table`` that can still be read, in rowid order.
+
+    A damaged page stops a table scan; the scan then resumes at the first rowid it can reach
+    again (found by an exponential then a binary search on ``rowid >= x``: the B-tree descent for
+    a rowid past the damaged leaf never touches it), so one bad page costs only its own rows.
+    """
+    quoted = '"' + table.replace('"', '""') + '"'
+    scan = f"SELECT rowid, * FROM {quoted} WHERE rowid >= ? ORDER BY rowid"
+    probe = f"SELECT rowid FROM {quoted} WHERE rowid >= ? ORDER BY rowid LIMIT 1"
+
+    def reachable(x: int) -> bool:
+        try:
+            src.execute(probe, (x,)).fetchone()
+            return True
+        except sqlite3.DatabaseError:
+            return False
+
+    try:
+        top = src.execute(f"SELECT max(rowid) FROM {quoted}").fetchone()[0]
+    except sqlite3.DatabaseError:
+        top = None
+    start = -(1 << 63)
+    while True:
+        try:
+            for row in src.execute(scan, (start,)):
+                start = row[0] + 1
+                yield row[1:]
+            return
+        except sqlite3.OperationalError as error:
+            if "rowid" in str(error):  # a WITHOUT ROWID table: what a plain scan reaches
+                try:
+                    yield from src.execute(f"SELECT * FROM {quoted}")
+                except sqlite3.DatabaseError:
+                    pass
+                return
+        except sqlite3.DatabaseError:
+            pass
+        bad, step = start, 1  # `bad` is unreachable; find the first reachable start above it
+        while not reachable(bad + step):
+            if step > 1 << 62 or (top is not None and bad + step > top):
+                return
+            step *= 2
+        good = bad + step
+        while good - bad > 1:
+            mid = (bad + good) // 2
+            bad, good = (bad, mid) if reachable(mid) else (mid, good)
+        start = good
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    """SQLite's big-endian varint at ``data[i]``: (value, next offset)."""
+    value = 0
+    for k in range(9):
+        byte = data[i + k]
+        if k == 8:
+            return (value << 8) | byte, i + 9
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, i + k + 1
+    raise ValueError("bad varint")  # pragma: no cover - the loop always returns
+
+
+def _record(payload: bytes) -> list[Any]:
+    """The column values of one SQLite record (the file format's serial types)."""
+    header_size, i = _varint(payload, 0)
+    types = []
+    while i < header_size:
+        serial, i = _varint(payload, i)
+        types.append(serial)
+    values: list[Any] = []
+    pos = header_size
+    for t in types:
+        if t == 0:
+            values.append(None)
+        elif 1 <= t <= 6:
+            n = (1, 2, 3, 4, 6, 8)[t - 1]
+            values.append(int.from_bytes(payload[pos : pos + n], "big", signed=True))
+            pos += n
+        elif t == 7:
+            values.append(struct.unpack(">d", payload[pos : pos + 8])[0])
+            pos += 8
+        elif t in (8, 9):
+            values.append(t - 8)
+        elif t >= 12:
+            n = (t - 12) // 2
+            raw = payload[pos : pos + n]
+            values.append(raw.decode("utf-8", "replace") if t % 2 else bytes(raw))
+            pos += n
+        else:
+            raise ValueError("reserved serial type")
+        if pos > len(payload):
+            raise ValueError("record runs past its payload")
+    return values
+
+
+def _leaf_cells(data: bytes, skip: set[int]) -> Iterator[tuple[int, list[Any]]]:
+    """``(rowid, values)`` of every cell on every table-leaf page of a database file's bytes.
+
+    What ``.recover`` adds to a table scan: rows on pages the B-tree no longer reaches (a damaged
+    interior or root page cuts off every leaf below it) are still in the file. Pages in ``skip``
+    (other tables' intact pages) and free pages (deleted rows stay deleted) are left out; a cell
+    that does not parse is skipped.
+    """
+    page_size = int.from_bytes(data[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
+        return
+    usable = page_size - data[20]
+    pages = len(data) // page_size
+    skip = set(skip)
+    trunk, trunks = int.from_bytes(data[32:36], "big"), 0
+    while 1 < trunk <= pages and trunk not in skip and trunks < pages:  # free pages: deleted rows
+        skip.add(trunk)
+        base = (trunk - 1) * page_size
+        count = min(int.from_bytes(data[base + 4 : base + 8], "big"), (usable - 8) // 4)
+        skip.update(int.from_bytes(data[base + 8 + 4 * j : base + 12 + 4 * j], "big") for j in range(count))
+        trunk, trunks = int.from_bytes(data[base : base + 4], "big"), trunks + 1
+    for number in range(2, pages + 1):  # page 1 holds the schema
+        if number in skip:
+            continue
+        base = (number - 1) * page_size
+        page = data[base : base + page_size]
+        if page[0] != 13:  # a table B-tree leaf
+            continue
+        for k in range(int.from_bytes(page[3:5], "big")):
+            try:
+                ptr = int.from_bytes(page[8 + 2 * k : 10 + 2 * k], "big")
+                size, i = _varint(page, ptr)
+                rowid, i = _varint(page, i)
+                rowid = rowid - (1 << 64) if rowid >= 1 << 63 else rowid
+                most = usable - 35
+                if size <= most:
+                    payload = page[i : i + size]
+                else:  # the rest is on a chain of overflow pages
+                    least = (usable - 12) * 32 // 255 - 23
+                    local = least + (size - least) % (usable - 4)
+                    local = local if local <= most else least
+                    parts = [page[i : i + local]]
+                    nxt, have, seen = int.from_bytes(page[i + local : i + local + 4], "big"), local, set()
+                    while have < size and 1 < nxt <= pages and nxt not in seen:
+                        seen.add(nxt)
+                        over = data[(nxt - 1) * page_size : nxt * page_size]
+                        parts.append(over[4 : 4 + min(usable - 4, size - have)])
+                        have += len(parts[-1])
+                        nxt = int.from_bytes(over[:4], "big")
+                    payload = b"".join(parts)
+                if len(payload) != size:
+                    continue
+                yield rowid, _record(payload)
+            except (ValueError, IndexError, struct.error):
+                continue
+
+
+def _fits(values: list[Any], columns: list[tuple[str, str, int]]) -> bool:
+    """Whether a record found loose on a page can be a row of a table with these columns
+    (name, declared type, primary-key position): same count, each value of the column's type."""
+    if len(values) != len(columns):
+        return False
+    for value, (_name, declared, _pk) in zip(values, columns):
+        kind = declared.upper()
+        if value is None or not kind:
+            continue
+        if "INT" in kind and not isinstance(value, int):
+            return False
+        if any(t in kind for t in ("CHAR", "CLOB", "TEXT")) and not isinstance(value, str):
+            return False
+        if any(t in kind for t in ("REAL", "FLOA", "DOUB")) and not isinstance(value, (int, float)):
+            return False
+    return True
+
+
+def _recover_loose_rows(
+    src: sqlite3.Connection, dst: sqlite3.Connection, damaged: Path, tables: list[str], copied: dict[str, int]
+) -> None:
+    """Add rows that only a page scan finds (see :func:`_leaf_cells`) to the one table they fit.
+
+    Intact tables' pages (from ``dbstat``, which cannot walk a damaged tree) are skipped, and a
+    row already copied (same rowid) is not copied twice; a record that fits several tables, or
+    none, is left in the old file.
+    """
+    columns = {
+        name: [(row[1], row[2] or "", row[5]) for row in src.execute(f'PRAGMA table_info("{name}")')] for name in tables
+    }
+    skip: set[int] = set()
+    for name in tables:
+        try:
+            skip.update(row[0] for row in src.execute("SELECT pageno FROM dbstat WHERE name = ?", (name,)))
+        except sqlite3.DatabaseError:
+            pass  # the damaged table (or no dbstat): its pages are scanned
+    have = {name: {row[0] for row in dst.execute(f'SELECT rowid FROM "{name}"')} for name in tables}
+    data = damaged.read_bytes()
+    for rowid, values in _leaf_cells(data, skip):
+        fits = [name for name in tables if _fits(values, columns[name])]
+        if len(fits) != 1 or rowid in have[fits[0]]:
+            continue
+        name, cols = fits[0], columns[fits[0]]
+        alias = [i for i, (_n, declared, pk) in enumerate(cols) if pk == 1 and declared.upper() == "INTEGER"]
+        if alias and sum(1 for c in cols if c[2]) == 1:
+            values[alias[0]] = rowid  # the rowid alias is stored as NULL in the record
+        names = ", ".join('"' + c[0].replace('"', '""') + '"' for c in cols)
+        try:
+            dst.execute(
+                f'INSERT INTO "{name}" (rowid, {names}) VALUES (?, {", ".join("?" * len(cols))})', (rowid, *values)
+            )
+        except sqlite3.DatabaseError:
+            continue
+        have[name].add(rowid)
+        copied[name] += 1
+
+
+def _recover(damaged: Path, target: Path) -> dict[str, int] | None:
+    """Copy whatever can be read from ``damaged`` into a new database at ``target``.
+
+    What SQLite's ``.recover`` does, in Python: the schema as it was (so the file opens at its own
+    version and the normal migrations run on it), every readable row of every table (unreadable
+    ones skipped), AUTOINCREMENT counters, then indexes and triggers built afresh. Returns rows
+    copied per table, or None when nothing could be read (``target`` is then not created).
+    ``damaged`` is only read.
+    """
+    tmp = target.with_name(f".{target.name}.recover-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        src = _open_damaged(damaged)
+        try:
+            version = src.execute("PRAGMA user_version").fetchone()[0]
+            app_id = src.execute("PRAGMA application_id").fetchone()[0]
+            schema = src.execute(
+                "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY rowid"
+            ).fetchall()
+            tables = [(name, sql) for kind, name, sql in schema if kind == "table" and not name.startswith("sqlite_")]
+            if not tables:
+                return None
+            dst = sqlite3.connect(tmp, isolation_level=None)
+            try:
+                copied: dict[str, int] = {}
+                dst.execute("BEGIN")
+                for name, sql in tables:
+                    dst.execute(sql)
+                    columns = [row[1] for row in src.execute(f'PRAGMA table_info("{name}")')]
+                    insert = 'INSERT INTO "{}" ({}) VALUES ({})'.format(
+                        name.replace('"', '""'),
+                        ", ".join('"' + c.replace('"', '""') + '"' for c in columns),
+                        ", ".join("?" * len(columns)),
+                    )
+                    copied[name] = 0
+                    for row in _readable_rows(src, name):
+                        try:
+                            dst.execute(insert, row)
+                            copied[name] += 1
+                        except sqlite3.DatabaseError:  # a garbled row breaks a constraint: skip it
+                            pass
+                try:
+                    _recover_loose_rows(src, dst, damaged, [name for name, _sql in tables], copied)
+                except (sqlite3.DatabaseError, OSError, MemoryError):
+                    pass  # what the table scans found is kept
+                try:  # AUTOINCREMENT counters: ids are never reused, even past the last row kept
+                    for name, seq in src.execute("SELECT name, seq FROM sqlite_sequence"):
+                        dst.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (seq, name))
+                        if not dst.execute("SELECT 1 FROM sqlite_sequence WHERE name = ?", (name,)).fetchone():
+                            dst.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (name, seq))
+                except sqlite3.DatabaseError:
+                    pass
+                for kind, _name, sql in schema:
+                    if kind in ("index", "trigger", "view"):
+                        try:
+                            dst.execute(sql)
+                        except sqlite3.IntegrityError:  # a unique index over garbled rows: migrations rebuild
+                            pass
+                dst.execute(f"PRAGMA user_version = {int(version)}")
+                dst.execute(f"PRAGMA application_id = {int(app_id)}")
+                dst.execute("COMMIT")
+                if dst.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                    return None
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        if not any(copied.values()):
+            return None
+        os.replace(tmp, target)
+        return copied
+    except (sqlite3.Error, OSError, ValueError):
+        return None
+    finally:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+
+
+def _recovered_text(copied: dict[str, int]) -> str:
+    """``20 conversations and 582 messages`` (the tables in schema order)."""
+    parts = [
+        f"{n} {name.replace('_', ' ').removesuffix('s') if n == 1 else name.replace('_', ' ')}"
+        for name, n in copied.items()
+    ]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
 def _move_aside(path: Path) -> Path:
@@ -329,6 +677,39 @@ def _move_aside(path: Path) -> Path:
 
 # --------------------------------------------------------------------------------------------
 # Markdown export
+
+
+def _publish_new(tmp: Path, target: Path, tries: int = 1000) -> Path:
+    """Hard-link ``tmp`` at ``target``, or at the first free ``<stem>-N<suffix>``; never replaces.
+
+    A hard link fails if the name exists, even if it appeared a moment ago, so two exports can
+    never overwrite each other. Filesystems without hard links get an exclusive create and copy.
+    """
+    for n in range(1, tries + 1):
+        candidate = target if n == 1 else target.with_name(f"{target.stem}-{n}{target.suffix}")
+        try:
+            os.link(tmp, candidate)
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as error:
+            if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                raise
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(tmp.read_bytes())
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            candidate.unlink(missing_ok=True)
+            raise
+        return candidate
+    raise ChatrnnError(f"cannot export to {target}: {tries} files with that name already exist")
+
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Characters that start inline constructs (emphasis, code, links, HTML, entities, GFM tables,
@@ -447,6 +828,7 @@ class Store:
             )
         except (StoreCorruptError, StoreTooNewError) as error:
             problem = str(error)
+            corrupt = isinstance(error, StoreCorruptError)
             try:
                 moved = _move_aside(error.path)
             except OSError as move_error:
@@ -454,11 +836,21 @@ class Store:
                     f"{problem[0].upper()}{problem[1:]}, and it could not be moved aside "
                     f"({move_error.strerror or move_error}); this session will not be saved."
                 )
+        problem = f"{problem[0].upper()}{problem[1:]}. It was moved to {moved} (nothing was deleted)"
+        # A damaged file: first copy what is still readable into the new one (a newer chatrnn's
+        # file is not damaged, only not ours to read: it stays aside whole).
+        copied = _recover(moved, Path(path).expanduser()) if corrupt else None
+        if copied is not None:
+            try:
+                return cls(path, busy_timeout=busy_timeout), (
+                    f"{problem}; {_recovered_text(copied)} were recovered from it into a new history "
+                    "(anything unreadable is only in the old file)."
+                )
+            except ChatrnnError:  # the copy is no better: our own file, the original is aside
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{Path(path).expanduser()}{suffix}").unlink(missing_ok=True)
         fresh = cls(path, busy_timeout=busy_timeout)
-        return fresh, (
-            f"{problem[0].upper()}{problem[1:]}. It was moved to {moved} (nothing was deleted) "
-            "and a new, empty history was started."
-        )
+        return fresh, f"{problem} and a new, empty history was started."
 
     # ---- connection plumbing -----------------------------------------------------------------
 
@@ -685,8 +1077,22 @@ class Store:
 
     # ---- messages ----------------------------------------------------------------------------
 
-    def add_message(self, cid: int, role: str, text: str, meta: dict[str, Any] | None = None) -> Message:
-        """Append a message and bump the conversation's ``updated`` in the same transaction.
+    def add_message(
+        self,
+        cid: int,
+        role: str,
+        text: str,
+        meta: dict[str, Any] | None = None,
+        *,
+        parent_id: int | None | object = ...,
+    ) -> Message:
+        """Add a message and make it the end of the active branch; bump ``updated`` in the same
+        transaction.
+
+        ``parent_id`` is the message it follows; left out, the end of the active branch (so a
+        conversation that never branches is a straight line). Given, it starts or extends another
+        branch: a regenerated reply is a second child of the same user message, an edited message
+        a second child of the message before it (``None``: a new first message).
 
         A user message also names a conversation still titled :data:`DEFAULT_TITLE` (its first
         ~40 characters, on one line), so the sidebar shows something recognisable.
@@ -697,37 +1103,189 @@ class Store:
         meta_json = _to_json(meta, "message meta")
         with self._write("save the message") as conn:
             row = self._row(conn, _check_id(cid))
+            if parent_id is ...:
+                parent_id = row["active_id"]
+            elif parent_id is not None:
+                self._message_row(conn, cid, parent_id)
             now = self._now(conn)
             cursor = conn.execute(
-                "INSERT INTO messages (conversation_id, role, text, created, meta) VALUES (?, ?, ?, ?, ?)",
-                (cid, role, text, now, meta_json),
+                "INSERT INTO messages (conversation_id, role, text, created, meta, parent_id) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (cid, role, text, now, meta_json, parent_id),
             )
             title = row["title"]
             if role == "user" and title == DEFAULT_TITLE:
                 title = _auto_title(text) or title
-            conn.execute("UPDATE conversations SET updated = ?, title = ? WHERE id = ?", (now, title, cid))
+            conn.execute(
+                "UPDATE conversations SET updated = ?, title = ?, active_id = ? WHERE id = ?",
+                (now, title, cursor.lastrowid, cid),
+            )
             stored = conn.execute("SELECT * FROM messages WHERE id = ?", (cursor.lastrowid,))
             return _message(stored.fetchone())
 
+    @staticmethod
+    def _message_row(conn: sqlite3.Connection, cid: int, mid: object) -> sqlite3.Row:
+        if isinstance(mid, bool) or not isinstance(mid, int):
+            raise ChatrnnError(f"a message id must be an integer, not {mid!r}")
+        row = conn.execute("SELECT * FROM messages WHERE id = ? AND conversation_id = ?", (mid, cid)).fetchone()
+        if row is None:
+            raise ChatrnnError(f"conversation {cid} has no message with id {mid}")
+        return row
+
+    @staticmethod
+    def _path(conn: sqlite3.Connection, cid: int, leaf: int | None) -> list[Message]:
+        """The messages from the first one down to ``leaf`` (the active branch), in order.
+
+        Robust to a file recovered from damage (rows lost): a missing ``leaf`` means the newest
+        message, and a missing parent means the newest message stored before the child, so the
+        rows that survived still show, in order, instead of the branch ending at the hole.
+        """
+        rows = conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (cid,)).fetchall()
+        if not rows:
+            return []
+        by_id = {row["id"]: row for row in rows}
+        ids = [row["id"] for row in rows]
+        at = leaf if leaf in by_id else ids[-1]
+        path: list[sqlite3.Row] = []
+        seen: set[int] = set()
+        while at is not None and at not in seen:
+            seen.add(at)
+            row = by_id[at]
+            path.append(row)
+            parent = row["parent_id"]
+            if parent is None:
+                break
+            if parent not in by_id:  # lost: the newest message before this one
+                below = [i for i in ids if i < at]
+                parent = below[-1] if below else None
+            at = parent
+        return [_message(row) for row in reversed(path)]
+
     def messages(self, cid: int) -> list[Message]:
-        """The conversation's messages in the order they were added."""
+        """The conversation's active branch: from its first message to the end of the branch the
+        user last chose (for a conversation that never branched: every message, in order)."""
+        with self._read("read the messages") as conn:
+            row = self._row(conn, _check_id(cid))
+            return self._path(conn, cid, row["active_id"])
+
+    def all_messages(self, cid: int) -> list[Message]:
+        """Every message of every branch, in the order they were added (``parent_id`` links them)."""
         with self._read("read the messages") as conn:
             self._row(conn, _check_id(cid))
             rows = conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (cid,))
             return [_message(row) for row in rows]
 
+    def get_message(self, cid: int, mid: int) -> Message:
+        """Message ``mid`` of conversation ``cid``; ChatrnnError if there is none."""
+        with self._read("read the message") as conn:
+            return _message(self._message_row(conn, _check_id(cid), mid))
+
+    def branches(self, cid: int) -> dict[int, tuple[int, int]]:
+        """For every message that has alternatives: its place among them and how many there are
+        (``{id: (1, 3)}`` is the first of three), what the chat shows as "1/3"."""
+        by_parent: dict[int | None, list[int]] = {}
+        for m in self.all_messages(cid):
+            by_parent.setdefault(m.parent_id, []).append(m.id)
+        return {mid: (i + 1, len(ids)) for ids in by_parent.values() if len(ids) > 1 for i, mid in enumerate(ids)}
+
+    def siblings(self, cid: int, mid: int) -> list[Message]:
+        """``mid`` and its alternatives (the messages with the same parent), oldest first."""
+        with self._read("read the messages") as conn:
+            row = self._message_row(conn, _check_id(cid), mid)
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE conversation_id = ? AND parent_id IS ? ORDER BY id",
+                (cid, row["parent_id"]),
+            )
+            return [_message(r) for r in rows]
+
+    def set_active(self, cid: int, mid: int) -> list[Message]:
+        """Make the branch through message ``mid`` the active one and return it.
+
+        The branch goes on below ``mid`` the way it was last used: at each step the most recently
+        added child, so flipping to an alternative and back finds the conversation as it was.
+        Does not bump ``updated`` (looking at another branch is not a new message).
+        """
+        with self._write("switch branches") as conn:
+            self._row(conn, _check_id(cid))
+            self._message_row(conn, cid, mid)
+            leaf = mid
+            while True:
+                child = conn.execute("SELECT MAX(id) FROM messages WHERE parent_id = ?", (leaf,)).fetchone()[0]
+                if child is None:
+                    break
+                leaf = child
+            conn.execute("UPDATE conversations SET active_id = ? WHERE id = ?", (leaf, cid))
+            return self._path(conn, cid, leaf)
+
+    # ---- search ------------------------------------------------------------------------------
+
+    def search(self, query: str, limit: int = 50) -> list[tuple[Conversation, Message]]:
+        """Messages containing ``query`` (case-insensitive, every word of it), newest first, with
+        their conversations.
+
+        With SQLite's FTS5 (most Python builds have it) the words are looked up in a trigram index
+        kept in a TEMP table: it lives with this connection only, so the file's schema (and the
+        recovery of a damaged file) never depends on what the Python that opened it was built
+        with; it is filled on the first search and topped up with newer messages at each one.
+        Without FTS5, or for words under three characters (trigrams), a LIKE scan does the same.
+        """
+        query = _check_text(query, "the search")
+        words = query.split()
+        if not words:
+            return []
+        with self._write("search the conversations") as conn:
+            if all(len(w) >= 3 for w in words) and self._fts_ready(conn):
+                match = " ".join('"' + w.replace('"', '""') + '"' for w in words)
+                rows = conn.execute(
+                    "SELECT m.* FROM temp.message_search AS f JOIN messages AS m ON m.id = f.rowid "
+                    "WHERE f.text MATCH ? ORDER BY m.id DESC LIMIT ?",
+                    (match, limit),
+                ).fetchall()
+            else:
+                like = " AND ".join("m.text LIKE ? ESCAPE '\\'" for _ in words)
+                args = ["%" + re.sub(r"([%_\\])", r"\\\1", w) + "%" for w in words]
+                rows = conn.execute(
+                    f"SELECT m.* FROM messages AS m WHERE {like} ORDER BY m.id DESC LIMIT ?", (*args, limit)
+                ).fetchall()
+            out = []
+            for row in rows:
+                out.append((_conversation(self._row(conn, row["conversation_id"])), _message(row)))
+            return out
+
+    def _fts_ready(self, conn: sqlite3.Connection) -> bool:
+        """Create or top up the TEMP trigram index; False when this SQLite has no FTS5."""
+        if getattr(self, "_fts", None) is False:
+            return False
+        try:
+            if getattr(self, "_fts", None) is None:
+                conn.execute(
+                    "CREATE VIRTUAL TABLE IF NOT EXISTS temp.message_search USING fts5(text, tokenize='trigram')"
+                )
+                self._fts = True
+                self._fts_upto = 0
+            new = conn.execute(
+                "INSERT INTO temp.message_search (rowid, text) SELECT id, text FROM messages WHERE id > ?",
+                (self._fts_upto,),
+            )
+            if new.rowcount:
+                self._fts_upto = conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM temp.message_search").fetchone()[0]
+            return True
+        except sqlite3.OperationalError:  # no fts5 module, or no trigram tokenizer (SQLite < 3.34)
+            self._fts = False
+            return False
+
     # ---- export ------------------------------------------------------------------------------
 
     def export_markdown(self, cid: int) -> str:
-        """The conversation as a Markdown document for reading or sharing.
+        """The conversation (its active branch) as a Markdown document for reading or sharing.
 
         Message text is escaped (:func:`escape_markdown`) so it renders as what was typed, not as
         accidental headings, lists or HTML. Cancelled replies are marked as such.
         """
         with self._read("export the conversation") as conn:
-            conversation = _conversation(self._row(conn, _check_id(cid)))
-            rows = conn.execute("SELECT * FROM messages WHERE conversation_id = ? ORDER BY id", (cid,)).fetchall()
-        messages = [_message(row) for row in rows]
+            conversation_row = self._row(conn, _check_id(cid))
+            conversation = _conversation(conversation_row)
+            messages = self._path(conn, cid, conversation_row["active_id"])  # the active branch
         title = escape_markdown(_one_line(conversation.title) or DEFAULT_TITLE)
         model = _one_line(conversation.checkpoint or "") or "none"
         if conversation.settings:
@@ -746,12 +1304,16 @@ class Store:
             parts.append(f"**{speaker}:** {body}")
         return "\n\n".join(parts) + "\n"
 
-    def export_to_file(self, cid: int, path: Path | str) -> Path:
-        """Write :meth:`export_markdown` to ``path`` atomically and return the path written.
+    def export_to_file(self, cid: int, path: Path | str, *, overwrite: bool = False) -> Path:
+        """Write :meth:`export_markdown` to ``path`` and return the path actually written.
 
-        Atomic (temporary file in the same folder, fsync, ``os.replace``) so an existing export is
-        never left half-overwritten. The folder must exist: creating folders from a mistyped path
-        would scatter files silently.
+        An existing file is never replaced silently: unless ``overwrite``, the export goes to the
+        first free name ``<stem>-2<suffix>``, ``-3``... (the caller says which). The file is
+        private (mode 0600, like the history it comes from); an overwritten file keeps its mode.
+        Written to a temporary file in the same folder, fsynced, then published with ``os.link``
+        (which fails rather than replace a file created meanwhile) or ``os.replace`` when
+        overwriting, so no reader ever sees half an export. The folder must exist: creating
+        folders from a mistyped path would scatter files silently.
         """
         document = self.export_markdown(cid)
         target = Path(path).expanduser()
@@ -759,19 +1321,25 @@ class Store:
             raise ChatrnnError(f"cannot export to {target}: it is a folder")
         if not target.parent.is_dir():
             raise ChatrnnError(f"cannot export to {target}: the folder {target.parent} does not exist")
+        mode = 0o600
+        if overwrite and target.exists():
+            mode = target.stat().st_mode & 0o777
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:
-            # os.open with 0o666 lets the umask decide permissions, as for any new file.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+                os.fchmod(handle.fileno(), mode)  # exactly this mode, whatever the umask
                 handle.write(document)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.replace(tmp, target)
+            if overwrite:
+                os.replace(tmp, target)
+                return target
+            return _publish_new(tmp, target)
         except OSError as error:
-            tmp.unlink(missing_ok=True)
             raise ChatrnnError(f"cannot export to {target}: {error.strerror or error}") from None
-        return target
+        finally:
+            tmp.unlink(missing_ok=True)
 
     # ---- lifetime ----------------------------------------------------------------------------
 

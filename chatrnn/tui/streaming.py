@@ -18,6 +18,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.text import Text
 from textual import work
 from textual.containers import Vertical
 from textual.message import Message
@@ -25,6 +26,7 @@ from textual.widgets import Static
 
 from chatrnn.errors import ChatrnnError
 from chatrnn.tui.loading import missing_message, model_label
+from chatrnn.tui.widgets import clean_text
 
 if TYPE_CHECKING:
     from chatrnn.tui.store import Store
@@ -250,8 +252,10 @@ class StreamingPane(Vertical):
         """Redraw the status line; ``activity`` (when given) replaces its last part."""
         if activity is not None:
             self.activity = activity
-        # one line, fixed size: no layout pass
-        self.query_one(f"#{self.STATUS_ID}", Static).update(self.status_line(), layout=False)
+        # one line, fixed size: no layout pass. As Text: it names the model (a checkpoint's name and
+        # strings), which must show as typed, never as markup or control characters.
+        line = Text(clean_text(self.status_line(), 500), no_wrap=True)
+        self.query_one(f"#{self.STATUS_ID}", Static).update(line, layout=False)
 
     def status_line(self) -> str:
         """The status line: the model, the settings that matter, :attr:`activity`."""

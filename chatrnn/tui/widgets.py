@@ -22,19 +22,21 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Static
 
+from chatrnn.terminal import visible
+
 #: Longest text a bubble shows; the store keeps the whole message, the bubble says what it left out.
 MAX_SHOWN = 4000
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029]")
+# C0 (but newline and tab), DEL, C1 (U+009B is CSI on its own: Rich passes it to the terminal) and
+# the line/paragraph separators.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def _picture(m: re.Match[str]) -> str:
     c = ord(m.group())
-    if c == 0x7F:
-        return "\u2421"
-    if c < 0x20:
-        return chr(0x2400 + c)
+    if c < 0x20 or 0x7F <= c <= 0x9F:
+        return visible(m.group())  # chatrnn.terminal's one rendering: control pictures, C1 as \x9b
     return "\u21b5"  # line/paragraph separators
 
 
@@ -117,8 +119,7 @@ def heatmap_text(
     if not cols or not weights:
         out.append("(no attention recorded for this reply)", style="italic dim")
         return out
-    shown = [show_piece(c, max_cell) for c in cols]
-    widths = [max(2, len(c)) for c in shown]
+    shown, widths = heat_columns(cols, max_cell)
     header = " " * (label + 1) + "".join(c.ljust(w) + " " for c, w in zip(shown, widths))
     out.append(header.rstrip() + "\n", style="bold")
     for r, row in enumerate(weights):
@@ -144,6 +145,120 @@ def heatmap_text(
     return out
 
 
+def heat_columns(cols: list[str], max_cell: int = 8) -> tuple[list[str], list[int]]:
+    """The attention heatmap's column labels and widths (one column per prompt piece)."""
+    shown = [show_piece(c, max_cell) for c in cols]
+    return shown, [max(2, len(c)) for c in shown]
+
+
+#: Dimensions of a hidden state shown in the state heatmaps: those that moved most over the text.
+STATE_DIMS = 12
+STATE_DIGITS = 3
+
+
+def state_changes(states: list[list[float]], start: list[float] | None = None, top: int = STATE_DIMS) -> dict:
+    """Which dimensions of a hidden state moved at each step: ``|h_t - h_(t-1)|`` per dimension
+    (``h_(-1)`` is ``start``, e.g. the decoder's initial state, else the first step counts from
+    zero), kept for the ``top`` dimensions that moved most in total, in dimension order.
+
+    Returns ``{"dims": [d...], "rows": [[|dh| per kept dim] per step], "size": D}``, rounded, small
+    enough to store with a message (the full states are not kept)."""
+    if not states:
+        return {"dims": [], "rows": [], "size": 0}
+    size = len(states[0])
+    prev = list(start) if start is not None and len(start) == size else [0.0] * size
+    moves = []
+    for h in states:
+        h = [float(x) for x in h[:size]] + [0.0] * max(0, size - len(h))
+        moves.append([abs(a - b) for a, b in zip(h, prev)])
+        prev = h
+    total = [sum(m[d] for m in moves) for d in range(size)]
+    dims = sorted(sorted(range(size), key=lambda d: -total[d])[: max(1, top)])
+    rows = [[round(m[d], STATE_DIGITS) for d in dims] for m in moves]
+    return {"dims": dims, "rows": rows, "size": size}
+
+
+def _state_cell(v: float, top: float, width: int) -> tuple[str, Style]:
+    scaled = v / top if top > 0 else 0.0
+    fg = (0, 0, 0) if scaled > 0.6 else (255, 255, 255)
+    return " " * width, Style.parse(f"{_rgb(fg)} on {_rgb(heat_colour(scaled))}")
+
+
+def _changes_ok(ch: dict | None) -> bool:
+    return isinstance(ch, dict) and bool(ch.get("dims")) and bool(ch.get("rows"))
+
+
+def reply_heatmaps_text(
+    rows: list[str],
+    cols: list[str],
+    weights: list[list[float]],
+    states: dict | None = None,
+    max_cell: int = 8,
+    label: int = 10,
+) -> Text:
+    """The attention heatmap with the hidden-state heatmaps beside it, on the same axes.
+
+    Right of each attention row (a reply piece), the decoder's top dimensions by how much they
+    moved at that piece; under each attention column (a prompt piece), the encoder's. Colours are
+    scaled over each whole block (not per row): a bright cell is a big move for this reply.
+    ``states`` is ``{"dec": state_changes(...), "enc": state_changes(...)}``; without it this
+    is :func:`heatmap_text`."""
+    base = heatmap_text(rows, cols, weights, max_cell, label)
+    dec = (states or {}).get("dec")
+    enc = (states or {}).get("enc")
+    if not cols or not weights or not (_changes_ok(dec) or _changes_ok(enc)):
+        return base
+    lines = base.split("\n")
+    legend = lines.pop()
+    body = lines  # header, then one line per attention row
+    out = Text(no_wrap=True, overflow="crop")
+    if _changes_ok(dec):
+        dims = dec["dims"]
+        cell = max(3, len(str(max(dims))) + 1)
+        top = max((max(r) for r in dec["rows"] if r), default=0.0)
+        width = max(line.cell_len for line in body) + 2
+        for i, line in enumerate(body):
+            line = line.copy()
+            line.pad_right(width - line.cell_len)
+            line.append("│ ", style="dim")
+            if i == 0:
+                line.append("".join(str(d).ljust(cell) for d in dims), style="bold")
+            else:
+                r = dec["rows"][i - 1] if i - 1 < len(dec["rows"]) else []
+                for v in r[: len(dims)]:
+                    text, style = _state_cell(float(v), top, cell - 1)
+                    line.append(text, style=style)
+                    line.append(" ")
+            out.append_text(line)
+            out.append("\n")
+        out.append(" " * width)
+        out.append("│ ", style="dim")
+        out.append(f"decoder: top {len(dims)} of {dec.get('size', '?')} units, |h_t - h_(t-1)|\n", style="dim")
+    else:
+        for line in body:
+            out.append_text(line)
+            out.append("\n")
+    if _changes_ok(enc):
+        _, widths = heat_columns(cols, max_cell)
+        top = max((max(r) for r in enc["rows"] if r), default=0.0)
+        out.append(" " * (label + 1) + "─" * (sum(w + 1 for w in widths) - 1) + "\n", style="dim")
+        for k, d in enumerate(enc["dims"]):
+            out.append(f"enc {d}".rjust(label) + " ", style="bold")
+            for j, w in enumerate(widths):
+                v = enc["rows"][j][k] if j < len(enc["rows"]) and k < len(enc["rows"][j]) else 0.0
+                text, style = _state_cell(float(v), top, w)
+                out.append(text, style=style)
+                out.append(" ")
+            out.append("\n")
+        out.append(
+            " " * (label + 1) + f"encoder: top {len(enc['dims'])} of {enc.get('size', '?')} units, "
+            "how much each moved at each prompt piece\n",
+            style="dim",
+        )
+    out.append_text(legend)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # message bubbles
 
@@ -156,10 +271,14 @@ class AttentionView(Static):
         self.rows: list[str] = []
         self.cols: list[str] = []
         self.weights: list[list[float]] = []
+        self.states: dict | None = None
 
-    def set_data(self, rows: list[str], cols: list[str], weights: list[list[float]]) -> None:
-        self.rows, self.cols, self.weights = rows, cols, weights
-        self.update(heatmap_text(rows, cols, weights))
+    def set_data(
+        self, rows: list[str], cols: list[str], weights: list[list[float]], states: dict | None = None
+    ) -> None:
+        """``states``: the hidden-state changes shown beside the attention (see :func:`reply_heatmaps_text`)."""
+        self.rows, self.cols, self.weights, self.states = rows, cols, weights, states
+        self.update(reply_heatmaps_text(rows, cols, weights, states))
 
 
 class MessageView(Static, can_focus=True):
@@ -187,11 +306,18 @@ class MessageView(Static, can_focus=True):
         self.pieces: list[str] = []
         self.prompt_pieces: list[str] = []
         self.attention: list[list[float]] = []
+        self.states: dict | None = None  # hidden-state changes (``state_changes``), "enc" and "dec"
+        #: (place, count) among the alternatives to the same message ("2/3"), None: the only one
+        self.branch: tuple[int, int] | None = None
+        #: beam search's n best replies: [text, score, pieces, attention] each, best first
+        self.nbest: list[list] = []
         if meta:
+            self.states = meta.get("states") if isinstance(meta.get("states"), dict) else None
             self.pieces = list(meta.get("pieces") or [])
             self.prompt_pieces = list(meta.get("prompt_pieces") or [])
             self.attention = [list(r) for r in (meta.get("attention") or [])]
             self.cancelled = bool(meta.get("cancelled"))
+            self.nbest = nbest_list(meta.get("nbest"))
         self._lines = 2 if pending else 0  # "Bot" and "…": what a pending reply starts as
         self.attn_box: HorizontalScroll | None = None
         self.attn_view: AttentionView | None = None
@@ -200,9 +326,10 @@ class MessageView(Static, can_focus=True):
     def _render_body(self) -> Text:
         shown = clean_text(self.text.strip() if self.role == "bot" else self.text)
         t = Text()
-        t.append(
-            "You\n" if self.role == "user" else "Bot\n", style="bold " + ("cyan" if self.role == "user" else "green")
-        )
+        t.append("You" if self.role == "user" else "Bot", style="bold " + ("cyan" if self.role == "user" else "green"))
+        if self.branch is not None:
+            t.append(f"  ‹ {self.branch[0]}/{self.branch[1]} ›", style="bold dim")
+        t.append("\n")
         if self.pending and not self.text:
             t.append("…", style="dim italic")
         else:
@@ -210,7 +337,13 @@ class MessageView(Static, can_focus=True):
         if self.cancelled:
             t.append("  (stopped)", style="italic dim")
         if self.note:
-            t.append(f"\n{self.note}", style="italic dim")
+            t.append(f"\n{clean_text(self.note, 1000)}", style="italic dim")  # errors quote model text
+        if len(self.nbest) > 1 and not self.pending:
+            t.append("\nn-best (score: log-probability / length penalty; 1-9 picks one):", style="dim")
+            for i, (text, score, *_rest) in enumerate(self.nbest[:9]):
+                mark = "▸" if text.strip() == self.text.strip() else " "
+                t.append(f"\n{mark}{i + 1}  {score:7.3f}  ", style="bold" if mark != " " else "dim")
+                t.append(clean_text(text, 200).replace("\n", " "))
         return t
 
     # streaming -----------------------------------------------------------------------------
@@ -230,6 +363,7 @@ class MessageView(Static, can_focus=True):
         pieces: list[str] | None = None,
         attention: list[list[float]] | None = None,
         prompt_pieces: list[str] | None = None,
+        states: dict | None = None,
     ) -> None:
         self.pending = False
         self.cancelled = cancelled
@@ -242,6 +376,8 @@ class MessageView(Static, can_focus=True):
             self.attention = [list(r) for r in attention]
         if prompt_pieces is not None:
             self.prompt_pieces = list(prompt_pieces)
+        if states is not None:
+            self.states = states
         self.refresh_body()
 
     def refresh_body(self) -> None:
@@ -285,7 +421,20 @@ class MessageView(Static, can_focus=True):
 
     def _draw_attention(self) -> None:
         if self.attn_view is not None:
-            self.attn_view.set_data(self.pieces, self.prompt_pieces, self.attention)
+            self.attn_view.set_data(self.pieces, self.prompt_pieces, self.attention, self.states)
+
+
+def nbest_list(value: object) -> list[list]:
+    """A stored n-best list (``meta["nbest"]``) as ``[text, score, pieces, attention]`` rows,
+    whatever a hand-edited or older file holds (bad rows are dropped, not shown as garbage)."""
+    out: list[list] = []
+    for row in value if isinstance(value, list) else []:
+        if isinstance(row, (list, tuple)) and len(row) >= 2 and isinstance(row[0], str):
+            score = row[1] if isinstance(row[1], (int, float)) and not isinstance(row[1], bool) else 0.0
+            pieces = row[2] if len(row) > 2 and isinstance(row[2], list) else []
+            attention = row[3] if len(row) > 3 and isinstance(row[3], list) else []
+            out.append([row[0], float(score), pieces, attention])
+    return out
 
 
 def transcript_text(turns: list[tuple[str, str]], hidden: int = 0) -> Text:

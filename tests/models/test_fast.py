@@ -109,3 +109,21 @@ def test_char_lm_recurrence_stays_float32_under_autocast(cell):
     for s in state if isinstance(state, tuple) else (state,):
         assert s.dtype == torch.float32
     assert torch.allclose(again.float(), ref, atol=3e-2)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_decoder_step_feeds_its_attentional_state_like_the_teacher_forced_decoder(layers):
+    """Input feeding over a whole reply: stepping ``decoder_step`` and feeding each attentional state
+    back gives the teacher-forced ``Decoder.forward`` (which loops over positions itself) at every position."""
+    m = _seq2seq(layers, feed=True)
+    src, src_len = torch.tensor([[5, 6, 7, 0], [8, 9, 10, 11]]), torch.tensor([3, 4])
+    tgt = torch.tensor([[2, 12, 13, 14, 15], [2, 16, 17, 18, 19]])
+    with torch.no_grad():
+        enc = m.encode(src, src_len)
+        ref, ref_hidden, ref_w = m.decoder(tgt, enc.hidden, m.initial_feed(enc), enc)
+        hidden, feed = enc.hidden, m.initial_feed(enc)
+        for t in range(tgt.size(1)):
+            feed, hidden, w = decoder_step(m.decoder, tgt[:, t], hidden, feed, enc)
+            torch.testing.assert_close(feed, ref[:, t], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(w, ref_w[:, t], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(hidden, ref_hidden, atol=1e-5, rtol=1e-5)

@@ -136,3 +136,72 @@ def test_greedy_decode_stops_at_eos_and_matches_stepping():
                 break
             ref.append(int(tok))
     assert replies[0] == ref
+
+
+# ----- word dropout (Bowman et al. 2016) -------------------------------------------------------
+def _wd(p: float, dropout: float = 0.0) -> Seq2Seq:
+    torch.manual_seed(0)
+    return Seq2Seq(Seq2SeqConfig(vocab_size=V, embed=12, hidden=16, layers=1, dropout=dropout, word_dropout=p))
+
+
+@torch.no_grad()
+def test_word_dropout_changes_training_loss_but_never_evaluation():
+    src, src_len = torch.tensor([[5, 6, 7, 8]]).repeat(4, 1), torch.tensor([4] * 4)
+    tgt_in = torch.tensor([[2, 9, 10, 11, 12, 13, 14, 15]]).repeat(4, 1)
+    targets = torch.tensor([[9, 10, 11, 12, 13, 14, 15, 3]]).repeat(4, 1)
+    losses = {}
+    for p in (0.0, 0.5):  # (no_grad keeps training mode: dropout and word dropout still apply)
+        m = _wd(p).train()
+        torch.manual_seed(1)
+        losses[p] = float(m(src, src_len, tgt_in, targets)[1])
+        torch.manual_seed(1)
+        assert float(m(src, src_len, tgt_in, targets)[1]) == losses[p]  # same seed, same masks
+        m.eval()
+        losses[p, "eval"] = float(m(src, src_len, tgt_in, targets)[1])
+    assert losses[0.0] != losses[0.5]
+    assert losses[0.0, "eval"] == losses[0.5, "eval"]  # same weights: at evaluation p does nothing
+
+
+def test_word_dropout_replaces_reply_tokens_only_and_draws_nothing_at_zero():
+    m = _wd(0.5).train()
+    tgt = torch.tensor([[2, 9, 10, 11, 12, 13, 0, 0]] * 64)
+    torch.manual_seed(2)
+    out = m.drop_words(tgt)
+    assert torch.all(out[:, 0] == 2) and torch.all(out[:, 6:] == 0)  # BOS and padding kept
+    changed = out[:, 1:6] != tgt[:, 1:6]
+    assert torch.all(out[:, 1:6][changed] == m.cfg.unk_id)
+    assert 0.35 < changed.float().mean() < 0.65
+    off = _wd(0.0).train()  # p = 0: no random draw, so an old run's RNG stream (and resume) is unchanged
+    state = torch.get_rng_state()
+    assert off.drop_words(tgt) is tgt and torch.equal(torch.get_rng_state(), state)
+
+
+def test_word_dropout_config_range_and_old_configs_load_without_it():
+    with pytest.raises(ValueError):
+        Seq2SeqConfig(vocab_size=300, word_dropout=1.0)
+    old = {k: v for k, v in Seq2SeqConfig(vocab_size=300).to_dict().items() if k not in ("word_dropout", "unk_id")}
+    cfg = Seq2SeqConfig.from_dict(old)
+    assert cfg.word_dropout == 0.0 and cfg.unk_id == 1
+
+
+# ----- the pieces MMI reranking uses ------------------------------------------------------------
+@pytest.mark.parametrize("feed", [True, False])
+def test_reply_logprobs_equal_stepping_for_real_and_null_encodings(feed):
+    """``reply_logprobs`` (one padded teacher-forced batch) gives the summed log-softmax of stepping
+    each reply alone, for a prompt's encoding and for ``null_encoded`` (whose attention context is zero)."""
+    m = make(feed=feed)
+    replies, ended = [[9, 10, 11], [12], [13, 14]], [True, False, True]
+    src = torch.tensor([[5, 6, 7]]).repeat(3, 1)
+    with torch.no_grad():
+        for enc in (m.encode(src, torch.tensor([3, 3, 3])), m.null_encoded(3)):
+            got = m.reply_logprobs(enc, replies, ended)
+            for i, (r, end) in enumerate(zip(replies, ended)):
+                one = type(enc)(*(t[i : i + 1] if j < 3 else t[:, i : i + 1] for j, t in enumerate(enc)))
+                hidden, fd, total = one.hidden, m.initial_feed(one), 0.0
+                for prev, nxt in zip([m.cfg.bos_id, *r], [*r, m.cfg.eos_id] if end else r):
+                    logits, hidden, fd, _ = m.step(torch.tensor([prev]), hidden, fd, one, lean=True)
+                    total += float(torch.log_softmax(logits[0], -1)[nxt])
+                assert got[i] == pytest.approx(total, abs=1e-4)
+        null = m.null_encoded(2)
+        context, weights = m.decoder.attention(torch.randn(2, 16), null.keys, null.memory, null.mask)
+        assert torch.all(context == 0) and torch.all(weights == 1)

@@ -213,3 +213,55 @@ def test_cpu_shards_match_one_thread(tmp_path):
     a, b = run("a", 2, 0.2), run("b", 2, 0.2)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+
+
+def test_a_short_budget_plans_a_vocabulary_sentencepiece_accepts_for_korean():
+    """A short run asks for few pieces, but Korean text has hundreds of characters that sentencepiece's
+    minimum coverage must give ids: the planned size never goes below them (was: 'vocab size 300 is too
+    small ... need 308' on a 10-line Korean CSV with --max-time 20s)."""
+    import random
+
+    from chatrnn.subword import SubwordTokenizer
+    from chatrnn.train.chat import auto_vocab_size
+
+    rng = random.Random(0)
+    syllables = [chr(0xAC00 + i * 37) for i in range(120)]
+    texts = ["".join(rng.choice(syllables) for _ in range(rng.randint(5, 30))) for _ in range(200)]
+    size = auto_vocab_size(texts, 300)
+    assert size > 300
+    tok = SubwordTokenizer.train(texts, size)
+    assert tok.decode(tok.encode(texts[0])) == texts[0]
+
+
+def test_word_dropout_and_input_feeding_round_trip_and_resume_exactly_on_two_shards(tmp_path):
+    """The flags are stored in the checkpoint's model config (a resume reads them back, a different
+    typed value is refused), and word dropout's masks, drawn from torch's RNG in the shards' fixed
+    order, replay exactly: stopped at 4 and resumed to 8 gives the uninterrupted run's weights."""
+    corpus = write_csv(tmp_path / "c.csv", ROWS)
+
+    def run(out, stop=None, resume=False, model=None):
+        o = ChatOptions(
+            out=out,
+            corpus=[str(corpus)],
+            preset="tiny",
+            device="cpu",
+            resume=resume,
+            model={"dropout": 0.0, "word_dropout": 0.3, "input_feeding": True} if model is None else model,
+            batch_size=6,
+            train=dict(max_steps=8, evals=2, warmup_steps=2, seed=5, threads=2),
+        )
+        return train_chat(o, stop_check=stop)
+
+    run(tmp_path / "straight")
+    assert run(tmp_path / "split", stop=lambda step: step >= 4).steps == 4
+    assert run(tmp_path / "split", resume=True, model={}).steps == 8  # the flags come from the checkpoint
+    cfg = ckpt.read_config(tmp_path / "split", "chat")["model"]
+    assert cfg["word_dropout"] == 0.3 and cfg["input_feeding"] is True and cfg["unk_id"] == SubwordTokenizer.UNK
+    a = ckpt.load_weights(tmp_path / "straight", ckpt.LAST_WEIGHTS)
+    b = ckpt.load_weights(tmp_path / "split", ckpt.LAST_WEIGHTS)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    plain = run(tmp_path / "plain", model={"dropout": 0.0, "word_dropout": 0.0, "input_feeding": True})
+    assert plain.best_val_loss != pytest.approx(run(tmp_path / "again").best_val_loss, abs=1e-7)
+    with pytest.raises(ChatrnnError, match="word-dropout"):
+        run(tmp_path / "split", resume=True, model={"word_dropout": 0.1})

@@ -31,9 +31,9 @@ async def _settle(pilot, cond, timeout=10.0):
 
 
 def _quiet(app):
-    from textual.widgets import Input
+    from textual.widgets import Input, TextArea
 
-    for box in app.query(Input):
+    for box in [*app.query(Input), *app.query(TextArea)]:
         box.cursor_blink = False
     app.clear_notifications()
 

@@ -421,13 +421,26 @@ def test_export_to_file_is_atomic(tmp_path: Path, store: Store) -> None:
     target = tmp_path / "out" / "chat.md"
     target.parent.mkdir()
     target.write_text("old export", encoding="utf-8")
-    assert store.export_to_file(conv.id, target) == target
+    target.chmod(0o600)
+    # an existing file is never replaced silently: the export takes the next free name
+    written = store.export_to_file(conv.id, target)
+    assert written == target.with_name("chat-2.md")
+    assert target.read_text(encoding="utf-8") == "old export" and target.stat().st_mode & 0o777 == 0o600
+    assert written.read_text(encoding="utf-8") == store.export_markdown(conv.id)
+    assert store.export_to_file(conv.id, target) == target.with_name("chat-3.md")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["chat-2.md", "chat-3.md", "chat.md"]  # no temp
+    old = os.umask(0o022)
+    try:  # private like the history, whatever the umask
+        new = store.export_to_file(conv.id, tmp_path / "out" / "new.md")
+    finally:
+        os.umask(old)
+    assert new.stat().st_mode & 0o777 == 0o600
+    # overwriting only when asked, and then the file keeps its mode
+    target.chmod(0o640)
+    assert store.export_to_file(conv.id, target, overwrite=True) == target
     assert target.read_text(encoding="utf-8") == store.export_markdown(conv.id)
-    assert [p.name for p in target.parent.iterdir()] == ["chat.md"]  # no temp file left
-    umask = os.umask(0)
-    os.umask(umask)
-    new = store.export_to_file(conv.id, tmp_path / "out" / "new.md")
-    assert new.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert len(list(target.parent.iterdir())) == 4
 
 
 def test_export_to_bad_path(tmp_path: Path, store: Store) -> None:
@@ -479,7 +492,9 @@ def test_malformed_database_is_moved_aside(db_path: Path) -> None:
         [moved] = aside_files(db_path)
         assert moved.read_bytes() == bytes(data)
         assert message and "malformed" in message and str(moved) in message
-        assert fresh.list_conversations() == []
+        # what is still readable is copied into the new history (tests/tui/test_store_recovery.py)
+        assert "recovered" in message and [c.id for c in fresh.list_conversations()] == [conv.id]
+        assert len(fresh.messages(conv.id)) == 400  # the damaged page was the root: a page scan finds every row
 
 
 def test_two_corrupt_files_in_one_second_do_not_overwrite(db_path: Path) -> None:
@@ -596,7 +611,7 @@ def test_migration_from_version_0(db_path: Path) -> None:
         conv = s.create_conversation()
         s.add_message(conv.id, "user", "migrated")
     conn = raw(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION == len(store_module.MIGRATIONS)
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     conn.close()
 
@@ -620,20 +635,162 @@ def test_later_migrations_run_in_order_each_in_a_transaction(db_path: Path, monk
 
     def broken(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE half_done (x)")
-        raise RuntimeError("bug in migration 2 -> 3")
+        raise RuntimeError("bug in the last migration")
 
+    n = len(store_module.MIGRATIONS)  # the current version
     monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, add_pinned, broken])
-    monkeypatch.setattr(Store, "SCHEMA_VERSION", 3)
-    with pytest.raises(RuntimeError, match="bug in migration"):
+    monkeypatch.setattr(Store, "SCHEMA_VERSION", n + 2)
+    with pytest.raises(RuntimeError, match="bug in the last migration"):
         Store(db_path)
     conn = raw(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2  # step 1 -> 2 committed
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == n + 1  # add_pinned committed
     tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
-    assert "half_done" not in tables  # step 2 -> 3 rolled back whole
+    assert "half_done" not in tables  # the broken step rolled back whole
     assert conn.execute("SELECT title, pinned FROM conversations").fetchall() == [("old data", 0)]
     conn.close()
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS[:2]])
-    monkeypatch.setattr(Store, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS[: n + 1]])
+    monkeypatch.setattr(Store, "SCHEMA_VERSION", n + 1)
     with Store(db_path) as s:
         assert s.get_conversation(conv.id).title == "old data"
+
+
+# ---------------------------------------------------------------------------------------------
+# conversations as trees (schema version 2): regenerate, edit, n-best picks are siblings
+
+#: The version-1 schema exactly as chatrnn wrote it before conversations became trees (captured
+#: here so the test keeps checking the real upgrade path even after later migrations).
+SCHEMA_V1 = [
+    """CREATE TABLE conversations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, title TEXT NOT NULL, created REAL NOT NULL,
+        updated REAL NOT NULL, mode TEXT NOT NULL CHECK (mode IN ('chat', 'generate')),
+        checkpoint TEXT, settings TEXT NOT NULL DEFAULT '{}')""",
+    """CREATE TABLE messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('user', 'bot')), text TEXT NOT NULL,
+        created REAL NOT NULL, meta TEXT NOT NULL DEFAULT '{}')""",
+    "CREATE INDEX messages_by_conversation ON messages (conversation_id, id)",
+    "CREATE INDEX conversations_by_updated ON conversations (updated DESC, id DESC)",
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    "PRAGMA user_version = 1",
+]
+
+
+def test_version_1_database_migrates_into_trees_losing_nothing(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    conn = raw(db_path)
+    for ddl in SCHEMA_V1:
+        conn.execute(ddl)
+    texts: dict[int, list[tuple[str, str, str]]] = {}
+    for c in range(3):
+        cur = conn.execute(
+            "INSERT INTO conversations (title, created, updated, mode, settings) VALUES (?, ?, ?, 'chat', '{}')",
+            (f"conv {c}", 1.0 + c, 2.0 + c),
+        )
+        cid = cur.lastrowid
+        texts[cid] = []
+        for i in range(5 + c):
+            role = "user" if i % 2 == 0 else "bot"
+            text = f"{c}:{i} 안녕 😀 \x00 line\nbreak"
+            meta = '{"attention": [[0.5, 0.5]], "cancelled": true}' if role == "bot" else "{}"
+            conn.execute(
+                "INSERT INTO messages (conversation_id, role, text, created, meta) VALUES (?, ?, ?, ?, ?)",
+                (cid, role, text, 10.0 + i, meta),
+            )
+            texts[cid].append((role, text, meta))
+    # interleave a little: messages of conversation 1 added after conversation 2's
+    conn.execute("INSERT INTO messages (conversation_id, role, text, created) VALUES (1, 'user', 'late one', 99.0)")
+    texts[1].append(("user", "late one", "{}"))
+    conn.commit()
+    conn.close()
+
+    with Store(db_path) as s:
+        assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION
+        for cid, expected in texts.items():
+            got = s.messages(cid)
+            assert [(m.role, m.text) for m in got] == [(r, t) for r, t, _ in expected]
+            assert [m.meta for m in got] == [store_module._from_json(meta) for _, _, meta in expected]
+            assert got[0].parent_id is None
+            assert [m.parent_id for m in got[1:]] == [m.id for m in got[:-1]]  # a straight line
+            assert s.all_messages(cid) == got and s.branches(cid) == {}
+        # and the conversation goes on where it was
+        new = s.add_message(1, "bot", "after the upgrade")
+        assert new.parent_id == s.messages(1)[-2].id
+        assert s.export_markdown(1).rstrip().endswith("after the upgrade")
+
+
+def test_regenerated_replies_are_siblings_and_the_active_branch_is_remembered(db_path: Path) -> None:
+    with Store(db_path) as s:
+        conv = s.create_conversation()
+        u = s.add_message(conv.id, "user", "hello")
+        b1 = s.add_message(conv.id, "bot", "first reply")
+        u2 = s.add_message(conv.id, "user", "and then")
+        b2 = s.add_message(conv.id, "bot", "second reply", parent_id=u.id)  # regenerate
+        assert [m.text for m in s.messages(conv.id)] == ["hello", "second reply"]
+        assert [m.id for m in s.siblings(conv.id, b1.id)] == [b1.id, b2.id]
+        assert s.branches(conv.id) == {b1.id: (1, 2), b2.id: (2, 2)}
+        # back to the first reply: the branch below it comes back as it was
+        assert [m.id for m in s.set_active(conv.id, b1.id)] == [u.id, b1.id, u2.id]
+    with Store(db_path) as s:  # remembered in the file
+        assert [m.text for m in s.messages(conv.id)] == ["hello", "first reply", "and then"]
+        with pytest.raises(ChatrnnError, match="no message with id"):
+            s.set_active(conv.id, 12345)
+        with pytest.raises(ChatrnnError, match="no message with id"):
+            s.add_message(conv.id, "bot", "x", parent_id=12345)
+
+
+def test_an_edited_first_message_is_a_new_root_and_export_writes_the_active_branch() -> None:
+    with Store(":memory:") as s:
+        conv = s.create_conversation()
+        s.add_message(conv.id, "user", "original question")
+        s.add_message(conv.id, "bot", "original answer")
+        edited = s.add_message(conv.id, "user", "edited question", parent_id=None)
+        s.add_message(conv.id, "bot", "new answer")
+        md = s.export_markdown(conv.id)
+        body = md.split("\n\n", 2)[2]  # after the title (named after the first message) and the info line
+        assert "edited question" in body and "new answer" in body and "original" not in body
+        assert len(s.all_messages(conv.id)) == 4  # the old branch is kept
+        s.set_active(conv.id, s.siblings(conv.id, edited.id)[0].id)
+        body = s.export_markdown(conv.id).split("\n\n", 2)[2]
+        assert "original question" in body and "original answer" in body and "edited" not in body
+
+
+def test_a_branch_with_a_lost_message_still_shows_what_survived(db_path: Path) -> None:
+    """A file recovered from damage can lose rows in the middle of a branch, or its end."""
+    with Store(db_path) as s:
+        conv = s.create_conversation()
+        ids = [s.add_message(conv.id, "user" if i % 2 == 0 else "bot", f"m{i}").id for i in range(6)]
+    conn = raw(db_path)
+    conn.execute("DELETE FROM messages WHERE id IN (?, ?)", (ids[2], ids[5]))  # a middle one and the end
+    conn.commit()
+    conn.close()
+    with Store(db_path) as s:
+        assert [m.text for m in s.messages(conv.id)] == ["m0", "m1", "m3", "m4"]
+
+
+@pytest.mark.parametrize("fts", [True, False])
+def test_search_finds_messages_in_every_conversation(fts: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(":memory:") as s:
+        if not fts:  # the LIKE path: what a Python built without FTS5 uses
+            monkeypatch.setattr(s, "_fts", False, raising=False)
+        a = s.create_conversation()
+        s.add_message(a.id, "user", "Where is the Kitchen?")
+        s.add_message(a.id, "bot", "the kitchen is downstairs")
+        b = s.create_conversation()
+        s.add_message(b.id, "user", "부엌은 어디에 있나요")
+        s.add_message(b.id, "user", "100% sure_thing")
+        hits = s.search("KITCHEN")
+        assert [(c.id, m.text) for c, m in hits] == [
+            (a.id, "the kitchen is downstairs"),
+            (a.id, "Where is the Kitchen?"),
+        ]
+        assert [m.text for _, m in s.search("kitchen where")] == ["Where is the Kitchen?"]  # every word
+        assert [m.text for _, m in s.search("어디에")] == ["부엌은 어디에 있나요"]
+        assert [m.text for _, m in s.search("0% sure_")] == ["100% sure_thing"]  # no wildcards
+        assert s.search("is") and s.search("   ") == [] and s.search("nowhere") == []
+        s.add_message(b.id, "bot", "a kitchen later")  # found by the next search (index topped up)
+        assert s.search("kitchen")[0][1].text == "a kitchen later"
+        s.delete(a.id)
+        assert [m.text for _, m in s.search("kitchen")] == ["a kitchen later"]
+        assert s.search('"quoted" OR NEAR(x') == []  # FTS syntax is searched for, not run

@@ -1,0 +1,55 @@
+"""Where ``--corpus NAME`` points: a path as given, else a name under the corpus folder.
+
+The corpus folder is ``$CHATRNN_CORPUS_DIR`` when set, else ``./corpus`` under the current
+directory: in a checkout that is the project's own ``corpus/`` (the example of every format, see
+``corpus/README.md``); an installed package ships no corpora, so there it is whatever folder of
+corpora the user keeps, named by the variable. This mirrors ``--checkpoint`` and
+``checkpoints/`` (:func:`chatrnn.checkpoint.resolve_checkpoint`). No heavy imports: the CLI's
+option callbacks use it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from chatrnn.errors import ChatrnnError
+
+ENV = "CHATRNN_CORPUS_DIR"
+
+
+def corpus_root() -> Path:
+    return Path(os.environ.get(ENV) or "corpus")
+
+
+def resolve_corpus(name: str | Path) -> Path:
+    """``name`` itself when it exists; else ``<corpus root>/name``; else the one entry of the
+    corpus root whose stem is ``name`` (``--corpus qa`` for ``corpus/qa.csv``).
+
+    A name that is none of these is an error listing what the corpus folder holds, so a typo does
+    not surface later as a format error about a file that is not there.
+    """
+    p = Path(name).expanduser()
+    if p.exists():
+        return p
+    root = corpus_root()
+    if not p.is_absolute():
+        under = root / p
+        if under.exists():
+            return under
+        if root.is_dir() and len(p.parts) == 1:
+            stems = sorted(c for c in root.iterdir() if c.stem == p.name and not c.name.startswith("."))
+            if len(stems) == 1:
+                return stems[0]
+            if len(stems) > 1:
+                raise ChatrnnError(f"corpus {name} is ambiguous in {root}/: {', '.join(c.name for c in stems)}")
+    if p.is_absolute() or len(p.parts) > 1:
+        raise ChatrnnError(f"corpus {name} does not exist")
+    known = ""
+    if root.is_dir():
+        names = sorted(c.name for c in root.iterdir() if not c.name.startswith(".") and c.name != "README.md")
+        if names:
+            known = f"; {root}/ has: {', '.join(names[:12])}" + (" ..." if len(names) > 12 else "")
+    raise ChatrnnError(
+        f"corpus {name} does not exist, as a path or as a name under {root}/ (set {ENV} to your corpus folder){known}"
+    )
