@@ -728,6 +728,10 @@ def _control_picture(match: re.Match[str]) -> str:
 
 def _escape_line(line: str) -> str:
     line = _CONTROL.sub(_control_picture, line)
+    if not line.strip():
+        # A line of only (Unicode) spaces is blank to a Markdown renderer, which trims it; keeping
+        # it would leave the previous line's hard-break backslash showing as a literal "\\".
+        return ""
     body = line.lstrip(" \t")
     indent = line[: len(line) - len(body)]
     body = _INLINE.sub(r"\\\1", body)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,9 +100,13 @@ def checkpoints(tui_tmp) -> Path:
 
 
 @pytest.fixture
-def in_checkpoints(checkpoints, monkeypatch) -> Path:
+def in_checkpoints(checkpoints, monkeypatch) -> Iterator[Path]:
+    """The session's checkpoints as the app's ``checkpoints/``; caches a test leaves beside the
+    weights (the Neurons view's ranking) are removed after it, so no other test sees them."""
     monkeypatch.setenv("CHATRNN_CHECKPOINTS", str(checkpoints))
-    return checkpoints
+    yield checkpoints
+    for cache in checkpoints.glob("*/neurons.json"):
+        cache.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session")

@@ -163,22 +163,11 @@ def test_cache_in_a_read_only_folder_is_skipped(tmp_path):
 # the view, on the real tiny char model
 
 
-def _needs_probe_api():
-    import inspect
-
-    from chatrnn.infer import Generator
-
-    if "probe" not in inspect.signature(Generator.stream).parameters or not hasattr(Generator, "trace"):
-        pytest.skip("the probe API (Generator.stream(probe=True), Generator.trace) is not in chatrnn.infer yet")
-    pytest.importorskip("chatrnn.neurons")
-
-
 def _view(app):
     return app.query_one(nv.NeuronsView)
 
 
 async def test_neurons_view_live_on_the_real_model(make_app, in_checkpoints, fakes):
-    _needs_probe_api()
     cache = in_checkpoints / "charlm" / nv.CACHE_FILE
     cache.unlink(missing_ok=True)
     app = make_app(generate_settings=GenerateSettings(length=120, rng_seed=5))
@@ -255,7 +244,6 @@ async def test_neurons_view_live_on_the_real_model(make_app, in_checkpoints, fak
 
 
 async def test_neurons_view_after_a_plain_run_and_while_streaming(make_app, in_checkpoints, fakes):
-    _needs_probe_api()
     app = make_app(generate_settings=GenerateSettings(length=60, rng_seed=1))
     async with app.run_test(size=SIZE) as pilot:
         await fakes.wait_for(pilot, lambda: app.gen.model is not None, timeout=60)

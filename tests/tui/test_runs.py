@@ -18,11 +18,14 @@ from chatrnn.tui.runs import RunsScreen
 
 
 def _copy_runs(checkpoints: Path, root: Path) -> Path:
-    """The session's real tiny checkpoints, copied so each test may change them."""
+    """The session's real tiny checkpoints, copied so each test may change them.
+
+    Caches other tests leave beside the weights (the Neurons view's ``neurons.json``) are left
+    behind: they would change the folder's size, and so the snapshot, with the tests' order."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("charlm", "chat"):
         if (checkpoints / name).is_dir():
-            shutil.copytree(checkpoints / name, root / name)
+            shutil.copytree(checkpoints / name, root / name, ignore=shutil.ignore_patterns("neurons.json"))
     return root
 
 
