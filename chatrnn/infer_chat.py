@@ -277,7 +277,7 @@ class Responder:
             hidden, feed = enc.hidden, model.initial_feed(enc)
             for tok in [model.cfg.bos_id] + tokens[:-1]:
                 _, hidden, feed, _ = model.step(torch.tensor([tok], device=self.device), hidden, feed, enc, lean=True)
-                rows.append(hidden[-1, 0].float().cpu().numpy())
+                rows.append(hidden[-1, 0].float().cpu().numpy().copy())  # not a view: see _sample
         return np.stack(rows) if rows else np.zeros((0, model.cfg.hidden), np.float32)
 
     def _sample(
@@ -311,7 +311,9 @@ class Responder:
                 if nxt == cfg.eos_id:
                     return
                 row = weights[0].float().cpu().tolist()
-                state = hidden[-1, 0].float().cpu().numpy()
+                # A copy, not a view: a view keeps the step's whole hidden tensor alive per token,
+                # and thousands of live tensors made each full GC pass in the TUI 50-75 ms.
+                state = hidden[-1, 0].float().cpu().numpy().copy()
                 prev = torch.tensor([nxt], device=self.device)
             tokens.append(nxt)
             yield nxt, logp, row, state

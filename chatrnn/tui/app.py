@@ -42,6 +42,7 @@ from chatrnn.tui.loading import (
     discover,
     missing_message,
     model_label,
+    settle_heap,
     train_hint,
 )
 from chatrnn.tui.messages import (
@@ -514,6 +515,7 @@ class ChatrnnApp(App):
         except Exception as e:
             log.warning("the trial run of the %s model %s failed", kind, model_label(model), exc_info=True)
             warning = str(e) if isinstance(e, ChatrnnError) else f"{e.__class__.__name__}: {e}"
+        settle_heap()
         self.post_message(ModelLoaded(kind, model, label, warning=warning))
 
     def on_model_loaded(self, event: ModelLoaded) -> None:

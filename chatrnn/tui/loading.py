@@ -15,6 +15,7 @@ Tests and benchmarks swap models in through :class:`ModelLoader`: any object wit
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -33,6 +34,18 @@ CHAT = "chat"
 LM = "charlm"
 KINDS = (CHAT, LM)
 KIND_LABEL = {CHAT: "chat (seq2seq)", LM: "char LM"}
+
+
+def settle_heap() -> None:
+    """Collect once, then move every object alive now out of the collector's reach (``gc.freeze``).
+
+    Torch, Textual and a loaded model leave millions of long-lived objects, and each full
+    collection walked them all: 100-250 ms with the UI frozen, at random moments while a reply
+    streamed (measured with ``gc.callbacks`` in ``benchmarks/tui_latency.py``). Done right after a
+    model loads (the screen says "loading" anyway), later collections only visit what is new.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 class NoCheckpoint(ChatrnnError):
