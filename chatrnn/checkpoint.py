@@ -256,9 +256,13 @@ def load_weights(folder: Path, name: str = BEST_WEIGHTS) -> dict:
     path = folder / name
     if not path.exists():
         raise ChatrnnError(f"{path} is missing; the checkpoint is incomplete")
+    from chatrnn.checkpoint_schema import read_safetensors_header
+
+    read_safetensors_header(path)  # the header's own checks (and no trailing bytes) before it is mapped
     try:
-        checked_size(path)
         weights = load_file(str(path), device="cpu")
+    except MemoryError:
+        raise ChatrnnError(f"{path} does not fit in the memory available to this process") from None
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise ChatrnnError(f"{path} is corrupt ({str(e).splitlines()[0][:80]}); retrain or restore it") from None
     bad = non_finite(weights)

@@ -40,8 +40,8 @@ class SchemaError(ChatrnnError):
     """A value of a checkpoint file that has the wrong type or is out of range."""
 
 
-def rng(lo: float | None = None, hi: float | None = None, *, hi_open: bool = False) -> dict:
-    return {"range": (lo, hi, hi_open)}
+def rng(lo: float | None = None, hi: float | None = None, *, hi_open: bool = False, lo_open: bool = False) -> dict:
+    return {"range": (lo, hi, hi_open), **({"lo_open": True} if lo_open else {})}
 
 
 def choice(*values: str) -> dict:
@@ -184,6 +184,38 @@ class ChatCheckpoint:
 
 BY_KIND: dict[str, type] = {"charlm": CharLMCheckpoint, "chat": ChatCheckpoint}
 
+# The ranges of the run settings (``settings.TrainConfig``, which has none of its own): the CLI
+# flags' (``cli/options.py``). A resumed run takes its settings from ``train_state.pt``, so a stored
+# value no flag accepts (a negative lr, an EMA decay of 2, a seed torch cannot take) would otherwise
+# reach the optimiser and fail there with a traceback.
+TRAIN_LIMITS: dict[str, dict] = {
+    "max_steps": rng(1),
+    "epochs": rng(0, lo_open=True),
+    "max_time": rng(0, lo_open=True),
+    "lr": rng(0, lo_open=True),
+    "min_lr_ratio": rng(0, 1),
+    "warmup_steps": rng(0),
+    "weight_decay": rng(0),
+    "grad_clip": rng(0, lo_open=True),
+    "evals": rng(1),
+    "eval_every": rng(1),
+    "seed": rng(-(1 << 63), (1 << 64) - 1),  # torch.manual_seed's range
+    "threads": rng(1),
+    "ema": rng(0, 1, hi_open=True),
+}
+
+
+def check_train_config(d: Any, where: str = "train_config") -> Any:
+    """A stored ``train_config`` as a ``TrainConfig``: its fields' types, then :data:`TRAIN_LIMITS`."""
+    from chatrnn.settings import TrainConfig
+
+    obj = check_dataclass(d, TrainConfig, where)
+    hints = typing.get_type_hints(TrainConfig)
+    for name, meta in TRAIN_LIMITS.items():
+        if d.get(name) is not None:
+            check_value(d[name], hints[name], f"{where}.{name}", meta)
+    return obj
+
 
 # ---------------------------------------------------------------------------------------------
 # the checker: one generic walk over a dataclass's type hints and field metadata
@@ -203,6 +235,10 @@ def _type_name(t: Any) -> str:
 def _shown(v: Any) -> str:
     text = json.dumps(v, ensure_ascii=True) if not isinstance(v, float) or math.isfinite(v) else str(v)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 def check_value(value: Any, t: Any, where: str, meta: typing.Mapping[str, Any] | None = None) -> Any:
@@ -241,13 +277,14 @@ def check_value(value: Any, t: Any, where: str, meta: typing.Mapping[str, Any] |
         raise SchemaError(f"{where} must be one of {', '.join(meta['choices'])}, not {_shown(value)}")
     if "range" in meta:
         lo, hi, hi_open = meta["range"]
+        lo_open = meta.get("lo_open", False)
         inside = (
-            not (isinstance(value, float) and math.isnan(value))
-            and (lo is None or value >= lo)
+            not (isinstance(value, float) and not math.isfinite(value))  # no range of ours holds inf
+            and (lo is None or (value > lo if lo_open else value >= lo))
             and (hi is None or (value < hi if hi_open else value <= hi))
         )
         if not inside:
-            span = f"{lo:g}..{hi:g}" if hi is not None else f"at least {lo:g}"
+            span = f"{_num(lo)}..{_num(hi)}" if hi is not None else f"{'above' if lo_open else 'at least'} {_num(lo)}"
             raise SchemaError(f"{where} must be {span}{' (exclusive)' if hi_open else ''}, not {_shown(value)}")
     return value
 
@@ -294,9 +331,7 @@ def validate_config(cfg: Any, path: Path | str, newest: int, kind: str | None = 
         if common.kind in BY_KIND:
             check_dataclass(cfg, BY_KIND[common.kind], "")
         if common.train_config is not None:
-            from chatrnn.settings import TrainConfig
-
-            check_dataclass(common.train_config, TrainConfig, "train_config")
+            check_train_config(common.train_config)
     except SchemaError as e:
         raise SchemaError(f"{path}: {e}") from None
 
@@ -361,6 +396,13 @@ def parse_safetensors_header(head: bytes, file_size: int, path: Path | str) -> d
         ):
             raise ChatrnnError(f"{path} is corrupt (tensor {shown} lies outside the file); retrain or restore it")
         out[name] = spec
+    # safetensors writes the tensors back to back: bytes beyond the last one are not its, and a
+    # file padded to gigabytes (sparse, so it costs no disk) would be mapped whole by the loader
+    end = max((int(header[n]["data_offsets"][1]) for n in out), default=0)
+    if end != data_size:
+        raise ChatrnnError(
+            f"{path} is corrupt ({data_size - end:,} bytes beyond its last tensor); retrain or restore it"
+        )
     return out
 
 
@@ -372,14 +414,18 @@ def read_safetensors_header(path: Path) -> dict[str, TensorSpec]:
         size = checked_size(path, None)
     except FileNotFoundError:
         raise ChatrnnError(f"{path} is missing; the checkpoint is incomplete") from None
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) != 8:
-            raise ChatrnnError(f"{path} is corrupt (shorter than a safetensors header); retrain or restore it")
-        (n,) = struct.unpack("<Q", head)
-        if not 0 < n <= min(MAX_HEADER_BYTES, size - 8):
-            raise ChatrnnError(f"{path} is corrupt (header length {n}); retrain or restore it")
-        return parse_safetensors_header(fh.read(n), size, path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) != 8:
+                raise ChatrnnError(f"{path} is corrupt (shorter than a safetensors header); retrain or restore it")
+            (n,) = struct.unpack("<Q", head)
+            if not 0 < n <= min(MAX_HEADER_BYTES, size - 8):
+                raise ChatrnnError(f"{path} is corrupt (header length {n}); retrain or restore it")
+            head = fh.read(n)
+    except OSError as e:
+        raise ChatrnnError(f"cannot read {path}: {e.strerror or e.__class__.__name__}") from None
+    return parse_safetensors_header(head, size, path)
 
 
 def check_weights_fit(path: Path, build: Callable[[], Any]) -> None:

@@ -177,6 +177,8 @@ def text_features(text: str, regex: dict[str, str] | None = None) -> list[Featur
         Feature("korean particle", BINARY, particle, "a particle (은 는 이 가 을 를 에 의 ...) closing a word"),
     ]
     for name, pattern in (regex or {}).items():
+        if name in BUILTIN_FEATURES:
+            raise ChatrnnError(f"--feature {name}: a built-in feature has that name; choose another")
         try:
             rx = re.compile(pattern)
         except re.error as e:
@@ -186,6 +188,38 @@ def text_features(text: str, regex: dict[str, str] | None = None) -> list[Featur
             v[m.start() : m.end()] = 1
         feats.append(Feature(name, BINARY, v, f"inside a match of /{pattern}/"))
     return feats
+
+
+#: The built-in features' names, in :func:`text_features`' order (a ``--feature`` may not reuse one).
+BUILTIN_FEATURES = (
+    "inside quotes",
+    "inside brackets",
+    "bracket depth",
+    "position in line",
+    "word start",
+    "after newline",
+    "uppercase",
+    "digit",
+    "vowel",
+    "speaker line",
+    "hangul syllable",
+    "korean particle",
+)
+
+
+def parse_features(specs: Iterable[str]) -> dict[str, str]:
+    """Every ``--feature NAME=REGEX``: name -> REGEX. A name given twice, or one a built-in feature
+    already has, is a one-line error: two features of one name would be indistinguishable in the
+    table, the JSON and the report's menu (and a dict would silently keep only the last)."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, pattern = parse_feature(spec)
+        if name in BUILTIN_FEATURES:
+            raise ChatrnnError(f"--feature {name}: a built-in feature has that name; choose another")
+        if name in out:
+            raise ChatrnnError(f"--feature {name}: given twice")
+        out[name] = pattern
+    return out
 
 
 def parse_feature(spec: str) -> tuple[str, str]:

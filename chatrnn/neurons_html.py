@@ -64,14 +64,17 @@ def _histogram_svg(sat: np.ndarray, title: str) -> str:
     return f'<svg width="{W}" height="{Hh}" viewBox="0 0 {W} {Hh}" role="img">{axis}{"".join(bars)}</svg>'
 
 
-def render(trace: Trace, scores: Scores, top: int = 10, excerpt: int = EXCERPT_CHARS, title: str = "") -> str:
-    """The page as a string (see the module docstring)."""
+def render(
+    trace: Trace, scores: Scores, top: int = 10, excerpt: int = EXCERPT_CHARS, title: str = "", by: str = "score"
+) -> str:
+    """The page as a string (see the module docstring); the menu ranks units ``by`` |score| or AUC,
+    as the table and the JSON do."""
     n = min(excerpt, len(trace))
     states = trace.states()
     menu, units, index = [], [], {}
     for fs in scores.features:
         items = []
-        for u in scores.top(fs, top):
+        for u in scores.top(fs, top, by):
             key = f"{u.state}{u.layer}:{u.unit}"
             if key not in index:
                 index[key] = len(units)
@@ -82,7 +85,10 @@ def render(trace: Trace, scores: Scores, top: int = 10, excerpt: int = EXCERPT_C
             {"feature": fs.feature.name, "description": fs.feature.description, "skipped": fs.skipped, "units": items}
         )
     payload = {"text": trace.text[:n], "units": units, "menu": menu, "chars": scores.chars}
-    blob = json.dumps(payload, ensure_ascii=False).replace("</", "<\\/")
+    # No "<" at all inside the data block: escaping "</" alone is not enough, since a text holding
+    # "<!--<script>" (an HTML or JS file) puts the parser in the script's double-escaped state,
+    # where the block's own "</script>" no longer closes it and the page's script is swallowed.
+    blob = json.dumps(payload, ensure_ascii=False).replace("<", "\\u003c")
     gate_rows = []
     for layer in range(trace.layers):
         cells = []
@@ -110,11 +116,17 @@ def render(trace: Trace, scores: Scores, top: int = 10, excerpt: int = EXCERPT_C
 
 
 def write(
-    path: str | Path, trace: Trace, scores: Scores, top: int = 10, excerpt: int = EXCERPT_CHARS, title: str = ""
+    path: str | Path,
+    trace: Trace,
+    scores: Scores,
+    top: int = 10,
+    excerpt: int = EXCERPT_CHARS,
+    title: str = "",
+    by: str = "score",
 ) -> Path:
     """Write the page atomically (a temp file renamed into place)."""
     p = Path(path).expanduser()
-    page = render(trace, scores, top, excerpt, title)
+    page = render(trace, scores, top, excerpt, title, by)
     tmp = p.with_name(f".{p.name}.tmp")
     try:
         tmp.write_text(page, "utf-8")

@@ -75,6 +75,25 @@ def _time_scale(curves: list[Curve]) -> tuple[float, str]:
     return 1.0, "seconds"
 
 
+def x_ticks(lo: float, hi: float, x: str = "step") -> tuple[list[float], list[str]]:
+    """Five ticks from ``lo`` to ``hi`` whose labels all differ.
+
+    Steps are whole numbers (plotext's own ticks would print 2241.0), so a short run's ticks sit
+    on the steps themselves: quarters of steps 1 to 3 would otherwise read "1 2 2 2 3". Times get
+    as many digits as it takes to tell the ticks apart (100.1 and 100.2 s, not "100" twice).
+    """
+    ticks = [lo + (hi - lo) * k / 4 for k in range(5)]
+    if x == "step":
+        whole = sorted({round(t) for t in ticks})
+        return [float(t) for t in whole], [f"{t:,}" for t in whole]
+    labels = [f"{t:.3g}" for t in ticks]
+    for digits in range(4, 18):
+        if len(set(labels)) == len(labels):
+            break
+        labels = [f"{t:.{digits}g}" for t in ticks]
+    return ticks, labels
+
+
 def draw(plt: Any, curves: list[Curve], x: str = "step", title: str | None = None) -> None:
     """Draw ``curves`` on ``plt`` (cleared first); the caller sets the size and builds or shows it."""
     if x not in X_AXES:
@@ -94,11 +113,7 @@ def draw(plt: Any, curves: list[Curve], x: str = "step", title: str | None = Non
             plt.plot([a for a, _ in pts], [b for _, b in pts], label=label, color=color, marker=marker)
     xs_all = [v for c in curves for v in (c.step if x == "step" else [t / scale for t in c.elapsed])]
     if xs_all and max(xs_all) > min(xs_all):
-        lo, hi = min(xs_all), max(xs_all)
-        ticks = [lo + (hi - lo) * k / 4 for k in range(5)]
-        # steps are whole numbers: plotext's own ticks would print 2241.0
-        labels = [f"{round(t):,}" if x == "step" else f"{t:.3g}" for t in ticks]
-        plt.xticks(ticks, labels)
+        plt.xticks(*x_ticks(min(xs_all), max(xs_all), x))
     plt.xlabel("step" if x == "step" else f"training time ({unit})")
     plt.ylabel("loss")
     if title:
@@ -109,8 +124,10 @@ def render(curves: list[Curve], x: str = "step", width: int = 100, height: int =
     """The plot as text (``plotext.build()``), ANSI colours only with ``color``."""
     import plotext
 
-    if not any(len(c) for c in curves):
-        raise ChatrnnError("nothing to plot: no evaluations in metrics.jsonl yet")
+    if not any(v is not None for c in curves for v in c.train + c.val):
+        # no lines yet, or only lines without a finite loss (a run that went NaN at once): an
+        # empty frame would look like a drawing bug
+        raise ChatrnnError("nothing to plot: no evaluations (with a finite loss) in metrics.jsonl yet")
     title = "train and val loss" + ("" if len(curves) > 1 else f": {curves[0].label}")
     draw(plotext, curves, x, title)
     plotext.plotsize(width, height)

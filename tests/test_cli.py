@@ -147,6 +147,31 @@ def test_resume_dry_run_takes_the_checkpoint_below_typed_flags(tmp_path, tiny_ch
     assert_one_line_error(CliRunner().invoke(cli, [*base, "--hidden", "65"]), "--hidden 65 does not match")
 
 
+def test_resume_needs_no_corpus_flag_from_any_directory(tmp_path, sample_text_file, monkeypatch):
+    """The checkpoint records where its text came from (absolute paths): ``--resume`` alone
+    continues on that corpus, wherever it is run from; a typed ``--corpus`` still wins."""
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(sample_text_file, data / "mine.txt")
+    monkeypatch.chdir(data)
+    out = tmp_path / "ck"
+    train = ["train", "charlm", "--preset", "tiny", "--max-steps", "6", "--evals", "1", "--device", "cpu"]
+    r = CliRunner().invoke(cli, [*train, "--corpus", "mine.txt", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["data"]["corpus"] == [str(data / "mine.txt")]
+    monkeypatch.chdir(tmp_path)
+    rows = settings_rows(
+        CliRunner().invoke(cli, ["train", "charlm", "--resume", "--dry-run", "--out", str(out)]).output
+    )
+    assert rows["corpus"][1] == "checkpoint" and "mine.txt" in rows["corpus"][0]
+    r = CliRunner().invoke(cli, ["train", "charlm", "--resume", "--max-steps", "9", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["training"]["steps"] == 9
+
+
 def test_version_and_short_help():
     r = CliRunner().invoke(cli, ["--version"])
     assert r.exit_code == 0 and "chatrnn" in r.output
@@ -159,6 +184,19 @@ def assert_one_line_error(r, match):
     assert "Traceback" not in err, err
     assert match in err, err
     assert len([line for line in err.strip().splitlines() if line.startswith("Error")]) == 1
+
+
+def test_a_seed_torch_cannot_take_is_refused_by_the_flag(tmp_path, sample_text_file):
+    """Was an OverflowError traceback from ``manual_seed`` once the corpus had been read."""
+    big = str(2**70)
+    for args in (
+        ["train", "charlm", "--corpus", str(sample_text_file), "--out", str(tmp_path / "x"), "--seed", big],
+        ["train", "--seed", big],
+        ["generate", "--rng-seed", big],
+        ["eval", "--adapt", "--seed", big],
+    ):
+        assert_one_line_error(CliRunner().invoke(cli, args), "--")
+        assert not (tmp_path / "x").exists()
 
 
 def test_user_errors_are_one_line(tmp_path):
@@ -213,7 +251,8 @@ def test_train_generate_eval_info_round_trip(tmp_path, sample_text_file):
     assert m["bpc"] == pytest.approx(m["loss"] / 0.6931471805599453) and m["perplexity"] > 1
     info = json.loads(runner.invoke(cli, ["info", str(tmp_path / "m"), "--json"]).output)
     assert info["kind"] == "charlm" and info["parameters"] > 1000 and info["best_val_loss"] > 0
-    assert "parameters" in runner.invoke(cli, ["info", str(tmp_path / "m")]).output
+    shown = runner.invoke(cli, ["info", str(tmp_path / "m")]).output
+    assert "parameters" in shown and "nats/char" in shown and "nats/token" not in shown
 
 
 def test_generate_streams_when_piped(tiny_charlm):

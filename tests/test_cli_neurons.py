@@ -73,6 +73,16 @@ def test_json_document_has_the_documented_shape(tiny_charlm, sample_text_file):
     assert aucs == sorted(aucs, reverse=True) and aucs[0] >= speaker["units"][0]["auc"]
 
 
+def test_table_says_when_only_part_of_the_file_was_read(tiny_charlm, sample_text_file):
+    args = ["neurons", "-c", str(tiny_charlm), "--file", str(sample_text_file), "--top", "1"]
+    r = CliRunner().invoke(cli, [*args, "--max-chars", "400"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("400 characters scored (the first 400 of the file: --max-chars)")
+    whole = len(sample_text_file.read_text("utf-8"))
+    r = CliRunner().invoke(cli, [*args, "--max-chars", str(whole)])
+    assert r.exit_code == 0 and "--max-chars" not in r.output.splitlines()[0], r.output
+
+
 def test_table_and_html_report_on_a_korean_model(korean_model, tmp_path):
     ck, text = korean_model
     out = tmp_path / "report.html"
@@ -86,6 +96,10 @@ def test_table_and_html_report_on_a_korean_model(korean_model, tmp_path):
 
 def test_bad_input_is_a_one_line_error(tiny_charlm, sample_text_file, tmp_path):
     runner = CliRunner()
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", "utf-8")
+    unknown = tmp_path / "unknown.txt"  # no character of it is in the English model's vocabulary
+    unknown.write_text("ㅋㅋㅋ漢字\u2603" * 50, "utf-8")
     for args, msg in (
         (["--file", str(tmp_path / "missing.txt")], "is not a file"),
         (["--file", str(sample_text_file), "--feature", "x=(oops"], "bad regular expression"),
@@ -94,10 +108,15 @@ def test_bad_input_is_a_one_line_error(tiny_charlm, sample_text_file, tmp_path):
             ["--file", str(sample_text_file), "--max-chars", "500", "--html", str(tmp_path / "no" / "r.html")],
             "cannot write",
         ),
+        (["--file", str(sample_text_file), "--feature", "uppercase=[a-z]"], "built-in feature has that name"),
+        (["--file", str(sample_text_file), "--feature", "x=a", "--feature", "x=b"], "given twice"),
+        (["--file", str(empty), "--json"], "is empty"),
+        (["--file", str(unknown), "--json", "--html", str(tmp_path / "u.html")], "is one the model knows"),
     ):
         r = runner.invoke(cli, ["neurons", "-c", str(tiny_charlm), *args])
         assert r.exit_code != 0 and msg in r.output and "Traceback" not in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1, r.output
+    assert not (tmp_path / "u.html").exists()
     binary = tmp_path / "b.bin"
     binary.write_bytes(b"\x00\x01\x02" * 10)
     r = runner.invoke(cli, ["neurons", "-c", str(tiny_charlm), "--file", str(binary)])

@@ -62,8 +62,9 @@ def test_bare_names_resolve_under_the_corpus_folder(corpus_dir, tmp_path, monkey
     assert resolve_corpus("cornell") == CORPUS / "cornell"
     with pytest.raises(ChatrnnError, match="ambiguous.*qa.csv, qa.tsv"):
         resolve_corpus("qa")
-    with pytest.raises(ChatrnnError, match="corpus nope does not exist.*has: chatterbot.yml"):
+    with pytest.raises(ChatrnnError, match="corpus nope does not exist.*has: chatterbot.yml") as e:
         resolve_corpus("nope")
+    assert f"(${ENV})" in str(e.value) and "set " not in str(e.value)  # it is set: no advice to set it
     own = tmp_path / "qa.csv"  # a path that exists wins over the corpus folder
     own.write_text("Q,A\nx,y\n")
     assert resolve_corpus(own) == own
@@ -72,6 +73,8 @@ def test_bare_names_resolve_under_the_corpus_folder(corpus_dir, tmp_path, monkey
     (tmp_path / "corpus").mkdir()
     (tmp_path / "corpus" / "mine.tsv").write_text("q\ta\nx\ty\n")
     assert resolve_corpus("mine") == Path("corpus") / "mine.tsv"  # ./corpus without the variable
+    with pytest.raises(ChatrnnError, match=f"under corpus/ \\(set {ENV} to your corpus folder\\)"):
+        resolve_corpus("nope")
 
 
 def test_train_chat_on_every_dialog_example_by_name(corpus_dir, tmp_path):

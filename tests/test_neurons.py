@@ -16,9 +16,11 @@ from hypothesis import strategies as st
 from chatrnn.errors import ChatrnnError
 from chatrnn.neurons import (
     BINARY,
+    BUILTIN_FEATURES,
     ORDINAL,
     average_ranks,
     parse_feature,
+    parse_features,
     score_units,
     text_features,
 )
@@ -159,23 +161,45 @@ def test_scoring_a_gru_trace_has_no_cell_state_and_empty_text_is_fine():
 
 def test_html_report_is_self_contained_and_carries_korean():
     rng = np.random.default_rng(2)
-    text = "철수: 오늘 날씨가 좋네요.\nROMEO:\nBut soft </script> (what) light\n" * 3
+    text = "철수: 오늘 날씨가 좋네요.\nROMEO:\nBut soft <!--<script> </script> (what) light\n" * 3
     T, L, H = len(text), 2, 6
     h = np.tanh(rng.standard_normal((L, T, H))).astype(np.float32)
     c = (3 * rng.standard_normal((L, T, H))).astype(np.float32)
     gates = {g: 1 / (1 + np.exp(-3 * rng.standard_normal((L, T, H)))).astype(np.float32) for g in "ifo"}
     gates["g"] = np.tanh(rng.standard_normal((L, T, H))).astype(np.float32)
     tr = Trace(text, "lstm", h, c, gates, None, {g: saturation(v, g) for g, v in gates.items()})
-    page = render(tr, score_units(tr, text_features(text)), top=3, excerpt=60)
+    scores = score_units(tr, text_features(text))
+    page = render(tr, scores, top=3, excerpt=90)
     assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
     assert not re.search(r"(src|href)\s*=\s*[\"']?(https?:)?//", page)  # nothing fetched from anywhere
     assert "<link" not in page and "@import" not in page
     blob = re.search(r'<script type="application/json" id="data">(.*?)</script>', page, re.S).group(1)
     data = json.loads(blob)
-    assert data["text"] == text[:60] and "철수" in data["text"] and "</script>" not in blob
+    assert data["text"] == text[:90] and "철수" in data["text"] and "<!--<script>" in data["text"]
+    # no "<" in the block at all: "<!--<script>" would otherwise keep the block's "</script>" from closing it
+    assert "<" not in blob and page.count("</script>") == 2
     unit = data["units"][0]
     q = np.frombuffer(base64.b64decode(unit["q"]), np.int8)
-    x = (h if unit["state"] == "h" else c)[unit["layer"], :60, unit["unit"]]
+    x = (h if unit["state"] == "h" else c)[unit["layer"], :90, unit["unit"]]
     np.testing.assert_allclose(q / 127 * unit["s"], x, atol=unit["s"] / 127)
     assert page.count("<svg") == L * 4  # a histogram per layer and gate
     assert {m["feature"] for m in data["menu"]} >= {"speaker line", "hangul syllable", "korean particle"}
+    # the menu ranks as the table does: by |score|, or by AUC when asked
+    by_auc = json.loads(re.search(r'id="data">(.*?)</script>', render(tr, scores, top=3, by="auc"), re.S).group(1))
+    for m, fs in zip(by_auc["menu"], scores.features):
+        aucs = [it["auc"] for it in m["units"]]
+        assert aucs == sorted(aucs, reverse=True)
+        assert [by_auc["units"][it["u"]]["key"] for it in m["units"]] == [
+            f"{u.state}{u.layer}:{u.unit}" for u in scores.top(fs, 3, "auc")
+        ]
+
+
+def test_feature_names_are_unique():
+    assert parse_features(["the=the", "thou=thou"]) == {"the": "the", "thou": "thou"}
+    with pytest.raises(ChatrnnError, match="built-in feature has that name"):
+        parse_features(["uppercase=[a-z]"])
+    with pytest.raises(ChatrnnError, match="given twice"):
+        parse_features(["x=a", "x=b"])
+    with pytest.raises(ChatrnnError, match="built-in"):
+        text_features("abc", {"vowel": "a"})
+    assert [f.name for f in text_features("ab")] == list(BUILTIN_FEATURES)

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chatrnn.cli import cli
-from chatrnn.plot import curve_from_metrics, load_curve, render
+from chatrnn.plot import curve_from_metrics, load_curve, render, x_ticks
 
 
 def _ticks(text: str) -> list[float]:
@@ -58,6 +58,10 @@ def test_a_run_without_evaluations_is_a_one_line_error(tiny_charlm, tmp_path):
     (empty / "metrics.jsonl").unlink()
     r = CliRunner().invoke(cli, ["info", str(empty), "--plot"])
     assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith("Error: nothing to plot")
+    # lines, but not one finite loss in them: the same line, not an empty frame
+    (empty / "metrics.jsonl").write_text('{"step": 5, "val_loss": NaN, "train_loss": 1e999}\nnot json\n')
+    r = CliRunner().invoke(cli, ["info", str(empty), "--plot"])
+    assert r.exit_code == 1 and r.output.strip().splitlines()[-1].startswith("Error: nothing to plot")
     r = CliRunner().invoke(cli, ["info", str(empty), "--plot", "--json"])
     assert r.exit_code == 2 and "--json" in r.output
 
@@ -88,3 +92,37 @@ def test_curves_move_forward_and_hold_only_finite_numbers(lines):
     assert len(c.step) == len(c.elapsed) == len(c.train) == len(c.val)
     for v in c.train + c.val:
         assert v is None or (isinstance(v, float) and abs(v) < float("inf"))
+
+
+def _x_labels(text: str) -> list[str]:
+    """The x-axis tick labels of a plotext plot: the line under the frame's bottom edge."""
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if "└" in line)
+    return lines[at + 1].split()
+
+
+def test_a_short_run_has_one_tick_per_step_not_repeated_labels(tiny_charlm, tmp_path):
+    short = tmp_path / "short"
+    shutil.copytree(tiny_charlm, short)
+    lines = [
+        {"step": s, "elapsed": s * 0.2, "train_loss": 5.8 - s / 100, "val_loss": 5.77 - s / 100} for s in (1, 2, 3)
+    ]
+    (short / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in lines))
+    r = CliRunner().invoke(cli, ["info", str(short), "--plot"])
+    assert r.exit_code == 0, r.output
+    assert _x_labels(r.output[r.output.index("train and val loss") :]) == ["1", "2", "3"]  # was 1 2 2 2 3
+    r = CliRunner().invoke(cli, ["info", str(short), "--plot", "--x", "time"])
+    labels = _x_labels(r.output[r.output.index("train and val loss") :])
+    assert len(labels) == len(set(labels)) == 5
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0, 1e7), st.floats(1e-3, 1e6), st.sampled_from(["step", "time"]))
+def test_x_tick_labels_always_differ(lo, span, x):
+    if x == "step":
+        lo, span = float(round(lo)), float(max(1, round(span)))
+    ticks, labels = x_ticks(lo, lo + span, x)
+    assert len(ticks) == len(labels) >= 2 and len(set(labels)) == len(labels)
+    assert ticks == sorted(ticks) and ticks[0] >= lo - 0.5 and ticks[-1] <= lo + span + 0.5
+    if x == "step":
+        assert all(t == int(t) for t in ticks) and labels[-1] == f"{int(lo + span):,}"

@@ -9,8 +9,9 @@ from chatrnn.cli.options import CONTEXT
 from chatrnn.terminal import shown_path, visible, visible_json
 
 
-def read_text(path: str, encoding: str, max_chars: int) -> str:
-    """The first ``max_chars`` characters of a file, with the corpus reader's one-line errors."""
+def read_text(path: str, encoding: str, max_chars: int) -> tuple[str, bool]:
+    """The first ``max_chars`` characters of a file, with the corpus reader's one-line errors, and
+    whether the file has more (so the report can say it read only a part)."""
     from pathlib import Path
 
     from chatrnn.corpus.text import TextSource, iter_text
@@ -19,13 +20,22 @@ def read_text(path: str, encoding: str, max_chars: int) -> str:
     p = Path(path).expanduser()
     if not p.is_file():
         raise ChatrnnError(f"{shown_path(p)} is not a file")
-    parts, n = [], 0
+    parts, n, more = [], 0, False
     for chunk in iter_text(TextSource(shown_path(p), path=p), encoding):
-        parts.append(chunk[: max_chars - n])
-        n += len(parts[-1])
+        if not chunk:
+            continue
         if n >= max_chars:
+            more = True
             break
-    return "".join(parts)
+        part = chunk[: max_chars - n]
+        parts.append(part)
+        n += len(part)
+        if len(part) < len(chunk):
+            more = True
+            break
+    if not n:
+        raise ChatrnnError(f"{shown_path(p)} is empty: give it some text to read")
+    return "".join(parts), more
 
 
 @click.command(context_settings=CONTEXT)
@@ -79,34 +89,45 @@ def neurons(
     """
     import torch
 
+    from chatrnn.errors import ChatrnnError
     from chatrnn.infer import Generator
-    from chatrnn.neurons import find_neurons, parse_feature
+    from chatrnn.neurons import find_neurons, parse_features
 
-    regex = dict(parse_feature(f) for f in features)
+    regex = parse_features(features)
     if html_out is not None:
         from pathlib import Path
 
-        from chatrnn.errors import ChatrnnError
-
         if not Path(html_out).expanduser().resolve().parent.is_dir():  # before minutes of work, not after
             raise ChatrnnError(f"cannot write {shown_path(html_out)}: its folder does not exist")
-    text = read_text(file, encoding, max_chars)
+    text, more = read_text(file, encoding, max_chars)
     gen = Generator.load(checkpoint, device=device)
     with torch.inference_mode():
         trace, scores = find_neurons(gen, text, regex)
     dropped = len(text) - len(trace.text)
+    if not trace.text:
+        raise ChatrnnError(
+            f"none of the {len(text):,} characters of {shown_path(file)} is one the model knows"
+            " (a text in another script?): give it text like its corpus"
+        )
     if html_out is not None:
         from chatrnn import neurons_html
 
         name = gen.folder.name if gen.folder is not None else "model"
         path = neurons_html.write(
-            html_out, trace, scores, top=top, excerpt=html_chars, title=f"chatrnn neurons: {name} on {shown_path(file)}"
+            html_out,
+            trace,
+            scores,
+            top=top,
+            excerpt=html_chars,
+            title=f"chatrnn neurons: {name} on {shown_path(file)}",
+            by=rank_by,
         )
     if as_json:
         click.echo(visible_json(scores.to_json(top, rank_by)))
         return
     click.echo(
         f"{scores.chars:,} characters scored"
+        + (f" (the first {len(text):,} of the file: --max-chars)" if more else "")
         + (f" ({dropped:,} the model never saw dropped)" if dropped else "")
         + f"; {trace.cell.upper()}, {trace.layers} layers x {trace.hidden} units"
     )

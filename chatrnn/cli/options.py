@@ -21,6 +21,8 @@ from chatrnn.errors import ChatrnnError
 from chatrnn.settings import TrainConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+#: What torch's generators accept (``manual_seed``); a bigger integer was an OverflowError traceback.
+SEED = click.IntRange(-(2**63), 2**64 - 1)
 GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
 
@@ -174,7 +176,7 @@ def training_options(f: Callable) -> Callable:
                 help="Evaluations per run (the last at the end).",
             ),
             click.option("--eval-every", type=click.IntRange(1), help="Evaluate every N steps instead."),
-            click.option("--seed", type=int, default=d.seed, show_default=True),
+            click.option("--seed", type=SEED, default=d.seed, show_default=True),
             click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps."),
             click.option(
                 "--threads",
@@ -317,7 +319,7 @@ def decoding_options(f: Callable) -> Callable:
                 help="Earlier turns given to the model (default: as trained).",
             ),
             click.option(
-                "--rng-seed", type=int, default=None, envvar="CHATRNN_RNG_SEED", help="Make sampling repeatable."
+                "--rng-seed", type=SEED, default=None, envvar="CHATRNN_RNG_SEED", help="Make sampling repeatable."
             ),
         ],
     )

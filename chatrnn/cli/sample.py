@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from chatrnn.cli.options import CONTEXT
+from chatrnn.cli.options import CONTEXT, SEED
 from chatrnn.terminal import visible, visible_json
 
 
@@ -83,7 +83,7 @@ def _adapt_settings(lr, decay, seq, rule, seed=0):
     envvar="CHATRNN_TOP_P",
     help="Nucleus sampling mass.",
 )
-@click.option("--rng-seed", type=int, default=None, help="Make sampling repeatable.")
+@click.option("--rng-seed", type=SEED, default=None, help="Make sampling repeatable.")
 @click.option("--num-samples", type=click.IntRange(1), default=1, show_default=True)
 @click.option(
     "--checkpoint",
@@ -187,7 +187,7 @@ def generate(
     "--adapt", is_flag=True, help="Char LM: dynamic evaluation (learn while reading; each part scored before)."
 )
 @adapt_options
-@click.option("--seed", type=int, default=0, show_default=True, help="--adapt: torch's seed (runs are exact).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="--adapt: torch's seed (runs are exact).")
 def eval_cmd(
     checkpoint,
     file,
@@ -308,7 +308,8 @@ def _describe(s: dict) -> None:
     _echo(f"parameters   {s['parameters']:,}")
     _echo("model        " + ", ".join(f"{k}={v}" for k, v in s["model"].items()))
     if s["best_val_loss"] is not None:
-        _echo(f"best val     {s['best_val_loss']:.4f} nats/token")
+        per = "char" if s["kind"] == "charlm" else "token"
+        _echo(f"best val     {s['best_val_loss']:.4f} nats/{per}")
     if t:
         _echo(
             f"trained      {t.get('steps', 0):,} steps, {t.get('epochs', 0)} "

@@ -12,6 +12,7 @@ import click
 
 from chatrnn.cli.options import (
     CONTEXT,
+    SEED,
     ChatrnnGroup,
     apply,
     corpus_paths,
@@ -49,7 +50,7 @@ RUN_CONTROL = (  # how to run, not what to train
 @click.option("--lang", default="english", show_default=True, help="Language of the bundled corpus.")
 @click.option("--max-time", callback=duration, default="5m", show_default=True, help="Budget for both models together.")
 @click.option("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps.")
-@click.option("--seed", type=int, default=1337, show_default=True)
+@click.option("--seed", type=SEED, default=1337, show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress output.")
 @click.option(
     "--dry-run", is_flag=True, help="Print the plan of both runs (device, ranks, model sizes, memory) and exit."

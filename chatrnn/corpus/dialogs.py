@@ -101,7 +101,7 @@ class ReadReport:
 
     def summary(self) -> str:
         """A line of counts, then up to three malformed examples so the user knows where to look."""
-        text = f"read {self.read} pairs, kept {self.kept}"
+        text = f"read {self.read} pair{'' if self.read == 1 else 's'}, kept {self.kept}"
         reasons = [f"{n} {reason}" for reason, n in sorted(self.dropped.items(), key=lambda kv: -kv[1]) if n]
         if reasons:
             text += "; dropped: " + ", ".join(reasons)
@@ -128,15 +128,31 @@ def normalize_text(s: str) -> str:
 # ---------------------------------------------------------------- file reading
 
 
+def _check_regular(path: Path) -> None:
+    """Refuse what only looks like a file: a link to ``/dev/zero`` reads until memory runs out, and
+    a FIFO blocks the reader forever."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise ChatrnnError(f"cannot read {path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(mode):
+        raise ChatrnnError(f"{path} is not a regular file (a device, FIFO or socket); give a corpus file")
+
+
 def _read_bytes(path: Path) -> bytes:
     if not path.exists():
         raise ChatrnnError(f"{path} does not exist")
     if path.is_dir():
         raise ChatrnnError(f"{path} is a folder; give a file, or a Cornell or chatterbot folder")
+    _check_regular(path)
     try:
         data = path.read_bytes()
+    except MemoryError:
+        raise ChatrnnError(f"{path} does not fit in the memory available to this process") from None
     except OSError as e:
-        raise ChatrnnError(f"cannot read {path}: {e.strerror or e}") from e
+        raise ChatrnnError(f"cannot read {path}: {e.strerror or e}") from None
     if not data.strip():
         raise ChatrnnError(f"{path} is empty")
     return data
@@ -514,6 +530,7 @@ def detect_format(path: Path) -> str:
         raise ChatrnnError(
             f"{path} has neither {CORNELL_LINES} (Cornell) nor .yml files (chatterbot); give a corpus file"
         )
+    _check_regular(path)  # before a .txt's first bytes are read: a FIFO would block here
     if path.name in (CORNELL_LINES, CORNELL_CONVERSATIONS):
         return "cornell"
     suffix = path.suffix.lower()

@@ -50,6 +50,13 @@ def resolve_corpus(name: str | Path) -> Path:
         names = sorted(c.name for c in root.iterdir() if not c.name.startswith(".") and c.name != "README.md")
         if names:
             known = f"; {root}/ has: {', '.join(names[:12])}" + (" ..." if len(names) > 12 else "")
-    raise ChatrnnError(
-        f"corpus {name} does not exist, as a path or as a name under {root}/ (set {ENV} to your corpus folder){known}"
-    )
+    # the hint to set the variable only when it is not set: else it names what was used
+    where = f"${ENV}" if os.environ.get(ENV) else f"set {ENV} to your corpus folder"
+    raise ChatrnnError(f"corpus {name} does not exist, as a path or as a name under {root}/ ({where}){known}")
+
+
+def absolute(path: str) -> str:
+    """``path`` as an absolute path when it exists, for a checkpoint to record: ``--resume`` from
+    another directory must still find the corpus it trained on. Anything else is kept as given."""
+    p = Path(path).expanduser()
+    return str(p.absolute()) if p.exists() else str(path)

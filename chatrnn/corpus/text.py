@@ -48,6 +48,8 @@ def collect_sources(paths: list[str | Path]) -> list[TextSource]:
             sources += [TextSource(shown_path(f), path=f) for f in files]
         elif p.is_file():
             sources.append(TextSource(shown_path(p), path=p))
+        elif p.exists():  # a link to /dev/zero, a FIFO: would read forever or block
+            raise ChatrnnError(f"corpus {shown_path(p)} is not a regular file (a device, FIFO or socket)")
         else:
             raise ChatrnnError(f"corpus {shown_path(p)} does not exist")
     return sources

@@ -18,6 +18,7 @@ import torch
 from chatrnn import checkpoint as ckpt
 from chatrnn.checkpoint_schema import check_weights_fit
 from chatrnn.config import CHARLM_DEFAULTS, CHARLM_PRESETS, default_preset
+from chatrnn.corpus.locate import absolute
 from chatrnn.corpus.text import EncodedCorpus, TextSource, collect_sources, encode_corpus
 from chatrnn.device import pick_device
 from chatrnn.errors import ChatrnnError
@@ -163,6 +164,11 @@ def resolve_charlm(opts: CharLMOptions, device_type: str) -> CharLMSettings:
         stored = {k: v for k, v in saved.get("model", {}).items() if k in MODEL_KEYS}
         stored.update({k: v for k, v in saved.get("batch", {}).items() if k in BATCH_KEYS})
         stored.update(stored_train_config(ckpt.load_train_state(folder).get("train_config")))
+        data = saved.get("data")
+        if isinstance(data, dict):  # written since 0.1: where the text came from
+            stored.update({k: v for k, v in data.items() if k in DATA_KEYS and v is not None})
+            if isinstance(stored.get("corpus"), list):
+                stored["corpus"] = tuple(stored["corpus"])
         check_fixed_on_resume(flags, stored, MODEL_KEYS)
     defaults = {**CHARLM_DEFAULTS, **_model_defaults(), **train_defaults(flags, fresh=not opts.resume)}
     limits = resolve(LIMIT_KEYS, flags=flags, checkpoint=stored, preset={}, defaults=defaults)
@@ -213,7 +219,25 @@ def build_charlm_task(s: CharLMSettings, device: torch.device, dist=None) -> Cha
     torch.manual_seed(s.train.seed)
     model = CharLM(cfg).to(device)
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
-    return CharLMTask(model, data, per_rank_batch(s.batch_size, world), s.seq_len, device, rank=rank, world=world)
+    settings = None
+    if s.texts is None:
+        settings = {
+            "corpus": [absolute(p) for p in s.corpus],
+            "lang": s.lang,
+            "encoding": s.encoding,
+            "val_fraction": s.val_fraction,
+            "val_file": absolute(s.val_file) if s.val_file else None,
+        }
+    return CharLMTask(
+        model,
+        data,
+        per_rank_batch(s.batch_size, world),
+        s.seq_len,
+        device,
+        rank=rank,
+        world=world,
+        data_settings=settings,
+    )
 
 
 def build_charlm(opts: CharLMOptions, device: torch.device, dist=None) -> tuple[CharLMTask, TrainConfig]:

@@ -126,9 +126,13 @@ class CharLMTask(Task):
         rank: int = 0,
         world: int = 1,
         eval_rows: int = 32,
+        data_settings: dict | None = None,
     ):
         self.model = model
         self.data = data
+        # where the text came from (corpus paths, encoding, split): ``--resume`` reads it back, so
+        # continuing a run needs no ``--corpus``; None for text handed over (``chatrnn train``)
+        self.data_settings = data_settings
         self.device = device
         self.rows = StreamRows(data.train, batch_size, seq_len, rank, world)
         self.rank, self.world = rank, world
@@ -258,6 +262,7 @@ class CharLMTask(Task):
                 "train_chars": int(len(self.data.train)),
                 "val_chars": int(len(self.data.val)),
             },
+            **({"data": self.data_settings} if self.data_settings is not None else {}),
         }
 
     def write_extras(self, stage) -> None:

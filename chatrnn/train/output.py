@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,9 +69,24 @@ class RunLock:
             import fcntl
         except ImportError:  # no flock (Windows): run unlocked, as before
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ChatrnnError(f"cannot create the folder of --out {self.out}: {e.strerror}") from None
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                # never through a link: a planted .NAME.lock -> a user's file would be truncated
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            except OSError as e:
+                raise ChatrnnError(
+                    f"cannot use the lock file {self.path} ({e.strerror}); "
+                    "it is not one chatrnn left behind: move it away, or give another --out"
+                ) from None
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device in its place
+                os.close(fd)
+                raise ChatrnnError(
+                    f"the lock file {self.path} is not a regular file; move it away, or give another --out"
+                )
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -188,12 +204,22 @@ def _remove_stale_stages(out: Path) -> None:
 
     prefix = f".{out.name}.tmp-"
     try:
-        stale = [p for p in out.parent.iterdir() if p.name.startswith(prefix)]
+        stale = [p for p in out.parent.iterdir() if p.name.startswith(prefix) and p.name[len(prefix) :].isdigit()]
     except OSError:
         return
     for tmp in stale:
-        if tmp.is_dir() and not tmp.is_symlink():
+        if tmp.is_dir() and not tmp.is_symlink() and _only_ours(tmp, out):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _only_ours(tmp: Path, out: Path) -> bool:
+    """Whether a staging folder holds nothing but what a save puts there: chatrnn's own files and
+    copies of what the checkpoint itself holds. A folder of that name holding anything else is a
+    user's (or another program's) and stays."""
+    try:
+        return all(f.name in ckpt.OWN_FILES or (out / f.name).exists() for f in tmp.iterdir())
+    except OSError:
+        return False
 
 
 @contextmanager

@@ -157,11 +157,10 @@ def check_train_state(state: Any, path: Path | str, trainer: Trainer | None = No
     if state.get("last_metrics") is not None:
         c.dict(state["last_metrics"], "last_metrics")
     if state.get("train_config") is not None:
-        from chatrnn.checkpoint_schema import SchemaError, check_dataclass
-        from chatrnn.settings import TrainConfig
+        from chatrnn.checkpoint_schema import SchemaError, check_train_config
 
         try:
-            check_dataclass(c.dict(state["train_config"], "train_config"), TrainConfig, "train_config")
+            check_train_config(c.dict(state["train_config"], "train_config"))
         except SchemaError as e:
             raise ChatrnnError(f"{path} cannot be resumed: {e}") from None
     for key in ("optimizer", "task", "rng"):

@@ -79,7 +79,7 @@ Both run in background threads: the screen never freezes, and **Esc** stops them
 | a | on a focused reply (Tab to it): its attention heatmap |
 | ctrl+r | Chat: another reply to the last message (the old one is kept) · Generate: again from the same seed |
 | < / > | on a focused message: its previous / next alternative (regenerated, picked, edited) and its branch |
-| e | on a focused message of yours: edit it; sending starts a new branch, the old one is kept |
+| e | on a focused message of yours (on a reply: the message it answers): edit it; sending branches, the old is kept |
 | 1-9 | on a focused reply with an n-best list (`/beam 4`, `/nbest 3`): make that one the reply |
 | c / C | on a focused message: copy it / the whole conversation (OSC 52: works over SSH); the mouse selects too |
 | ctrl+f | Chat: search every stored conversation, Enter opens the conversation at that message |

@@ -400,10 +400,14 @@ class ChatPane(StreamingPane):
         self._start(job, [])
 
     def action_edit(self) -> None:
-        """Edit the focused message (a user one), else the last one: its text goes to the box,
-        and sending it starts a new branch from there."""
+        """Edit the focused message (on a reply: the message it answers), else the last one: its
+        text goes to the box, and sending it starts a new branch from there."""
         focused = self.screen.focused
         target = focused if isinstance(focused, MessageView) and focused.role == "user" else None
+        if isinstance(focused, MessageView) and focused.role == "bot":
+            views = list(self.query(MessageView))
+            above = [v for v in views[: views.index(focused)] if v.role == "user"] if focused in views else []
+            target = above[-1] if above else None
         if target is None:
             users = [v for v in self.query(MessageView) if v.role == "user"]
             target = users[-1] if users else None
@@ -415,7 +419,7 @@ class ChatPane(StreamingPane):
         box = self.query_one("#chat-input", ChatInput)
         box.value = target.text
         box.focus()
-        self.set_status("editing: Enter sends it as a new branch (the old one is kept) · Esc cancels")
+        self.set_status("editing · Enter: new branch · Esc cancels")
 
     def _end_edit(self) -> None:
         if self.editing is not None:

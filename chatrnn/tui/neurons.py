@@ -55,6 +55,10 @@ RANK_CHARS = 20_000
 MIN_RANK_CHARS = 300
 #: Ranked units listed per feature.
 PER_FEATURE = 3
+#: A feature present at fewer characters than this (or this share of the text) is too rare for
+#: its best unit to be the one shown by default.
+MIN_POSITIVES = 20
+MIN_POSITIVE_SHARE = 0.005
 
 GATE_NAMES = {"i": "input", "f": "forget", "o": "output", "g": "cell input", "r": "reset", "z": "update", "n": "new"}
 #: States bounded in [0, 1] (sigmoid gates): coloured on [0, 1], not [-1, 1].
@@ -673,6 +677,25 @@ def write_cache(folder: Path | None, ranking: dict, source: str, text: str) -> P
     return target
 
 
+def common_features(ranking: dict) -> set[str]:
+    """The features with at least :data:`MIN_POSITIVES` characters present and
+    :data:`MIN_POSITIVE_SHARE` of the text (a ranking without counts: all). Three digits in 19,000
+    Korean characters give some unit an AUC of 0.99 by chance: not the unit to show a learner first."""
+    chars = ranking.get("chars")
+    out = set()
+    for feat in ranking.get("features") or []:
+        if not isinstance(feat, dict):
+            continue
+        n = feat.get("positives")
+        if (
+            not isinstance(n, int)
+            or not isinstance(chars, int)
+            or (n >= MIN_POSITIVES and n >= MIN_POSITIVE_SHARE * chars)
+        ):
+            out.add(str(feat.get("name", "?")))
+    return out
+
+
 def ranked_units(ranking: dict, per_feature: int = PER_FEATURE) -> list[tuple[str, Unit, float | None, float | None]]:
     """``(feature, unit, score, auc)`` for the top units of each feature, features in order."""
     out = []
@@ -821,10 +844,13 @@ class NeuronsView(Vertical):
             if feature != last and last is not None:
                 options.append(None)  # a separator between features
             last = feature
-            line = Text(f"{feature[:18]:<18} ", style="bold")
-            line.append(f"{unit.label():<9}")
+            # one line in the 44-cell side panel (39 inside its border, the list's padding and its
+            # scrollbar): a wrapped score reads as another option
+            name = feature if len(feature) <= 15 else feature[:14] + "…"
+            line = Text(f"{name:<15} ", style="bold", no_wrap=True, overflow="ellipsis")
+            line.append(f"{unit.label():<7}")
             line.append(f" auc {auc:.2f}" if auc is not None else "", style="dim")
-            line.append(f" r {score:+.2f}" if score is not None else "", style="dim")
+            line.append(f" r{score:+.2f}" if score is not None else "", style="dim")
             options.append(Option(line, id=str(i)))
         ol.add_options(options)
         chars = ranking.get("chars")
@@ -842,8 +868,10 @@ class NeuronsView(Vertical):
         self.set_rank_status("")
 
     def best_unit(self) -> Unit | None:
-        """The ranked unit with the highest AUC (the most legible single unit)."""
-        scored = [(auc, u) for _, u, _, auc in self.ranked if auc is not None]
+        """The ranked unit with the highest AUC (the most legible single unit), among features
+        common enough in the text for an AUC to mean something (see :func:`common_features`)."""
+        common = common_features(self.ranking or {})
+        scored = [(auc, u) for f, u, _, auc in self.ranked if auc is not None and f in common]
         return max(scored, key=lambda x: x[0])[1] if scored else (self.ranked[0][1] if self.ranked else None)
 
     # text ----------------------------------------------------------------------------------

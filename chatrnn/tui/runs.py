@@ -66,7 +66,9 @@ class Run:
         best = self.curve.best_val()
         best_text = f"{best:.3f}" if best is not None else i.loss_text()
         steps = f"{i.steps:,}" if i.steps is not None else "-"
-        kind = KIND_LABEL.get(i.kind or "", str(i.kind)) if i.problem is None else f"({i.problem[:30]})"
+        # a damaged run says so in one word: its reason (often 30+ characters) would widen the
+        # column and push "saved" off an 120-column screen; the plot's title gives the reason
+        kind = KIND_LABEL.get(i.kind or "", str(i.kind)) if i.problem is None else "unreadable"
         cells = (i.name, kind, best_text, str(len(self.curve)), steps, i.size_text(), self.corpus, trained, saved)
         return tuple(Text(visible(c)) for c in cells)
 
@@ -253,11 +255,16 @@ class RunsScreen(Screen):
         run = self.highlighted
         if curves:
             title = "all runs" if self.compare else f"{curves[0].label}: train and val loss"
+            if not self.compare and run is not None and run.info.problem is not None:
+                title = visible(f"{run.info.name}: {run.info.problem}; its train and val loss")
             draw(plot.plt, curves, self.x_axis, title)
         else:
             plot.plt.clear_data()
             plot.plt.clear_figure()
-            plot.plt.title("no evaluations yet" if run is not None else "")
+            if run is not None and run.info.problem is not None:
+                plot.plt.title(visible(f"{run.info.name}: {run.info.problem}"))
+            else:
+                plot.plt.title("no evaluations yet" if run is not None else "")
         plot.refresh()
 
     def action_toggle_x(self) -> None:

@@ -222,9 +222,20 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX messages_by_parent ON messages (parent_id, id)")
 
 
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Version 3: each message remembers when its branch was last the active one (``used``).
+
+    Switching branches descends, at each fork, to the child used last, so flipping to reply 2/3,
+    editing the message above and flipping back finds 2/3 again (version 2 took the newest child,
+    3/3). Existing messages start at 0, where the newest child still wins: nothing changes on
+    screen until a branch is used.
+    """
+    conn.execute("ALTER TABLE messages ADD COLUMN used INTEGER NOT NULL DEFAULT 0")
+
+
 #: ``MIGRATIONS[n]`` turns a version-*n* database into version *n + 1*. Append, never edit: a
 #: released step has already run on users' files.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3]
 
 
 # --------------------------------------------------------------------------------------------
@@ -1124,6 +1135,7 @@ class Store:
                 "UPDATE conversations SET updated = ?, title = ?, active_id = ? WHERE id = ?",
                 (now, title, cursor.lastrowid, cid),
             )
+            self._mark_used(conn, cid, cursor.lastrowid)
             stored = conn.execute("SELECT * FROM messages WHERE id = ?", (cursor.lastrowid,))
             return _message(stored.fetchone())
 
@@ -1205,8 +1217,9 @@ class Store:
     def set_active(self, cid: int, mid: int) -> list[Message]:
         """Make the branch through message ``mid`` the active one and return it.
 
-        The branch goes on below ``mid`` the way it was last used: at each step the most recently
-        added child, so flipping to an alternative and back finds the conversation as it was.
+        The branch goes on below ``mid`` the way it was last used: at each fork the child whose
+        branch was active last (the newest, for branches never switched to), so flipping to an
+        alternative and back finds the conversation as it was.
         Does not bump ``updated`` (looking at another branch is not a new message).
         """
         with self._write("switch branches") as conn:
@@ -1214,12 +1227,26 @@ class Store:
             self._message_row(conn, cid, mid)
             leaf = mid
             while True:
-                child = conn.execute("SELECT MAX(id) FROM messages WHERE parent_id = ?", (leaf,)).fetchone()[0]
+                child = conn.execute(
+                    "SELECT id FROM messages WHERE parent_id = ? ORDER BY used DESC, id DESC LIMIT 1", (leaf,)
+                ).fetchone()
                 if child is None:
                     break
-                leaf = child
+                leaf = child[0]
             conn.execute("UPDATE conversations SET active_id = ? WHERE id = ?", (leaf, cid))
+            self._mark_used(conn, cid, leaf)
             return self._path(conn, cid, leaf)
+
+    def _mark_used(self, conn: sqlite3.Connection, cid: int, leaf: int) -> None:
+        """Stamp every message on the branch ending at ``leaf`` as used now (a counter, not the
+        clock: two switches in one clock tick must still order)."""
+        ids = [m.id for m in self._path(conn, cid, leaf)]
+        if ids:
+            conn.execute(
+                f"UPDATE messages SET used = (SELECT MAX(used) + 1 FROM messages WHERE conversation_id = ?) "
+                f"WHERE id IN ({', '.join('?' * len(ids))})",
+                (cid, *ids),
+            )
 
     # ---- search ------------------------------------------------------------------------------
 

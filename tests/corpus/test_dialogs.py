@@ -351,6 +351,7 @@ def test_load_pairs_dedup_empty_too_long(tmp_path: Path) -> None:
     assert report.dropped == {"duplicate": 2, "empty": 1, "too long": 1}
     assert report.read == 6 and report.kept == 2 and balanced(report)
     assert report.summary().startswith("read 6 pairs, kept 2; dropped: 2 duplicate")
+    assert ReadReport(read=1, kept=1).summary() == "read 1 pair, kept 1"
     report.drop("too long")
     assert report.kept == 1 and balanced(report)
 

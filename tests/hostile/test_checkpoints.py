@@ -209,6 +209,12 @@ STATE_CASES = {
     "rng missing": (lambda s: s.pop("rng"), "rng is missing"),
     "draws": (lambda s: s.update(draws=torch.zeros(5, dtype=torch.uint8)), "draws has shape [5]"),
     "train_config": (lambda s: s["train_config"].update(lr="x"), "train_config.lr must be a number"),
+    # values no flag accepts, which torch refuses with a traceback: checked against the flags' ranges
+    "seed too big": (lambda s: s["train_config"].update(seed=2**70), "train_config.seed must be"),
+    "ema above 1": (lambda s: s["train_config"].update(ema=2.0), "train_config.ema must be 0..1"),
+    "lr negative": (lambda s: s["train_config"].update(lr=-1.0), "train_config.lr must be above 0"),
+    "lr infinite": (lambda s: s["train_config"].update(lr=float("inf")), "train_config.lr must be above 0"),
+    "evals zero": (lambda s: s["train_config"].update(evals=0), "train_config.evals must be at least 1"),
     "averaged": (lambda s: s.update(averaged={"module.head.weight": torch.zeros(2)}), "averaged does not fit"),
 }
 
@@ -502,3 +508,35 @@ def test_a_compressed_train_state_is_refused_before_it_expands(lm, sample_text_f
     plain.unlink()
     assert (lm / ckpt.TRAIN_STATE).stat().st_size < 1_000_000
     limited_run(resume_args(lm, sample_text_file), "holds compressed records", timeout=60)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. weights padded past their last tensor (a sparse file of gigabytes costs no disk, but the
+# loader maps all of it: MemoryError under a memory limit)
+
+
+@pytest.mark.parametrize("name", [ckpt.BEST_WEIGHTS, ckpt.LAST_WEIGHTS])
+def test_weights_padded_to_gigabytes_are_one_line(lm, sample_text_file, name):
+    with open(lm / name, "r+b") as f:
+        f.truncate(3 << 30)
+    match = f"{name} is corrupt ("
+    if name == ckpt.BEST_WEIGHTS:
+        limited_run(["generate", "-c", str(lm), "-n", "5"], match, timeout=60)
+        limited_run(["eval", "-c", str(lm), "--file", str(sample_text_file)], match, timeout=60)
+    else:
+        limited_run(resume_args(lm, sample_text_file), match, timeout=60)
+
+
+def test_the_chat_models_padded_weights_are_one_line(chat):
+    with open(chat / ckpt.BEST_WEIGHTS, "r+b") as f:
+        f.truncate(3 << 30)
+    limited_run(["reply", "hello", "-c", str(chat)], "bytes beyond its last tensor", timeout=60)
+
+
+def test_a_header_that_leaves_bytes_over_is_refused():
+    from chatrnn.checkpoint_schema import parse_safetensors_header
+    from chatrnn.errors import ChatrnnError
+
+    head = json.dumps({"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}}).encode()
+    with pytest.raises(ChatrnnError, match="4 bytes beyond its last tensor"):
+        parse_safetensors_header(head, 8 + len(head) + 28, "f")

@@ -226,3 +226,47 @@ def test_one_csv_field_over_the_csv_module_limit_keeps_the_file(tmp_path: Path) 
     assert csv.field_size_limit() == 131_072  # the process-wide limit is put back
     pairs, report = load_pairs([path], max_chars=1000)  # and the usual length filter still applies
     assert [p.prompt for p in pairs] == ["hello there", "bye"] and report.dropped["too long"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# files that only look like files: a link to /dev/zero reads forever, a FIFO blocks forever
+
+
+@pytest.mark.parametrize("name", ["dialogs.jsonl", "dialogs.csv", "dialogs.txt"])
+def test_a_dialog_corpus_linked_to_dev_zero_is_one_line_in_bounded_memory(tmp_path: Path, name: str) -> None:
+    link = tmp_path / name
+    link.symlink_to("/dev/zero")
+    r = bounded(
+        f"""
+        from chatrnn.corpus.dialogs import read_conversations
+        from chatrnn.errors import ChatrnnError
+        try:
+            read_conversations({str(link)!r})
+        except ChatrnnError as e:
+            print("refused:", e)
+        """,
+        megabytes=200,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "is not a regular file" in r.stdout, r.stdout
+
+
+def test_a_dialog_corpus_that_is_a_fifo_never_blocks(tmp_path: Path) -> None:
+    for name in ("dialogs.jsonl", "chat.txt"):
+        fifo = tmp_path / name
+        os.mkfifo(fifo)
+        r = subprocess.run(
+            [sys.executable, "-c", f"from chatrnn.corpus.dialogs import read_conversations as r; r({str(fifo)!r})"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert "is not a regular file" in r.stderr, r.stderr
+
+
+def test_a_text_corpus_that_is_a_device_says_so(tmp_path: Path) -> None:
+    link = tmp_path / "zero.txt"
+    link.symlink_to("/dev/zero")
+    with pytest.raises(ChatrnnError, match="is not a regular file"):
+        collect_sources([link])

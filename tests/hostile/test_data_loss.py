@@ -464,3 +464,39 @@ def test_chat_resume_on_other_dialogs_is_refused(tmp_path):
     assert snapshot(out) == before
     r = CliRunner().invoke(cli, [*base, "--max-steps", "5", "--resume"])  # the stored corpus: the same dialogs
     assert r.exit_code == 0, r.output
+
+
+# ---------------------------------------------------------------------------------------------
+# what sits where the lock file goes: never followed, never truncated, one line
+
+
+def test_a_lock_path_linked_to_a_users_file_leaves_the_file_alone(tmp_path):
+    out = tmp_path / "m"
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me\n")
+    lock_path(out).symlink_to(precious)
+    with pytest.raises(ChatrnnError, match="cannot use the lock file"):
+        RunLock(out).acquire()
+    assert precious.read_text() == "keep me\n"
+    assert lock_path(out).is_symlink()
+
+
+def test_a_folder_where_the_lock_goes_is_one_line(tmp_path, sample_text_file):
+    out = tmp_path / "m"
+    lock_path(out).mkdir()
+    one_line_error(train(sample_text_file, out), "cannot use the lock file")
+
+
+def test_an_out_below_a_file_is_one_line(tmp_path, sample_text_file):
+    (tmp_path / "f").write_text("mine\n")
+    one_line_error(train(sample_text_file, tmp_path / "f" / "sub"), "cannot create the folder of --out")
+    assert (tmp_path / "f").read_text() == "mine\n"
+
+
+def test_a_users_folder_named_like_a_stage_is_not_swept(tmp_path, sample_text_file):
+    out = tmp_path / "m"
+    theirs = tmp_path / ".m.tmp-1"
+    theirs.mkdir()
+    (theirs / "notes.md").write_text("mine\n")
+    assert train(sample_text_file, out).exit_code == 0
+    assert (theirs / "notes.md").read_text() == "mine\n"

@@ -90,6 +90,10 @@ async def test_e_edits_a_message_into_a_new_branch_and_the_old_one_stays(make_ap
         await pilot.press("e")
         box = app.query_one("#chat-input")
         assert app.focused is box and box.value == "two" and app.chat.editing is not None
+        # the hint ends the status line: it must fit beside the model and settings (it was cut
+        # before "cancels" at 120 columns)
+        status = app.chat.status_line()
+        assert "Esc cancels" in status and len(status) <= SIZE[0], status
         box.value = "TWO, edited"
         bot.words = ["edited", "answer"]
         before = app.chat.job
@@ -121,6 +125,11 @@ async def test_e_edits_a_message_into_a_new_branch_and_the_old_one_stays(make_ap
         assert box.value == "one"
         await pilot.press("escape")
         assert app.chat.editing is None and box.value == ""
+        # e on a reply edits the message it answers, not the last one
+        views(app, "bot")[0].focus()
+        await pilot.press("e")
+        assert box.value == "one" and app.chat.editing is views(app, "user")[0]
+        await pilot.press("escape")
         # /edit typed in the box: the last message comes into the box to be changed
         box.focus()
         await pilot.press(*"/edit", "enter")

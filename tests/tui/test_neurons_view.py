@@ -148,6 +148,18 @@ def test_cache_round_trip_is_atomic_and_follows_the_weights(tmp_path):
     assert nv.read_cache(folder) is None
 
 
+def test_the_default_unit_is_not_a_rare_features_chance_auc():
+    ranking = {
+        "chars": 19000,
+        "features": [
+            {"name": "digit", "positives": 3, "units": [{"layer": 0, "unit": 12, "state": "c", "auc": 0.99}]},
+            {"name": "after newline", "positives": 1000, "units": [{"layer": 0, "unit": 70, "auc": 0.9}]},
+            {"name": "old cache", "units": [{"layer": 1, "unit": 2, "auc": 0.8}]},  # no counts: kept
+        ],
+    }
+    assert nv.common_features(ranking) == {"after newline", "old cache"}
+
+
 def test_cache_in_a_read_only_folder_is_skipped(tmp_path):
     folder, _ = _fake_folder(tmp_path)
     os.chmod(folder, 0o555)
@@ -182,7 +194,11 @@ async def test_neurons_view_live_on_the_real_model(make_app, in_checkpoints, fak
         cached = nv.read_cache(in_checkpoints / "charlm")
         assert cached["ranking"] == view.ranking and "corpus.txt" in cached["source"]
         assert view.unit == view.best_unit()  # nobody chose one: the most legible unit is shown
-        assert len(app.query_one("#neu-units").options) >= len(view.ranked)
+        units = app.query_one("#neu-units")
+        assert len(units.options) >= len(view.ranked)
+        # each ranked unit is one line of the side panel (a wrapped "r +0.65" read as another option)
+        room = units.scrollable_content_region.width  # inside the list's padding, its scrollbar shown
+        assert units.show_vertical_scrollbar and max(o.prompt.cell_len for o in units.options) <= room
         # a run with every unit probed: the seed is traced, every generated character coloured live
         app.gen.start("hello ")
         await fakes.wait_for(pilot, lambda: app.gen.job.reported, timeout=60)

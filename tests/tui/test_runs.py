@@ -81,6 +81,33 @@ async def test_f4_lists_every_run_with_its_curve_and_keys_work(make_app, fakes, 
         await fakes_wait(pilot, lambda: not isinstance(app.screen, RunsScreen))
 
 
+async def test_a_damaged_run_is_one_word_in_the_table_and_its_reason_is_in_the_plot(
+    make_app, fakes, checkpoints, tmp_path, monkeypatch
+):
+    root = _copy_runs(checkpoints, tmp_path / "ck")
+    (root / "broken").mkdir()
+    (root / "broken" / "config.json").write_text("{not json")
+    shutil.copytree(root / "charlm", root / "noweights")
+    (root / "noweights" / "model.safetensors").unlink()  # its metrics.jsonl is intact
+    monkeypatch.setenv("CHATRNN_CHECKPOINTS", str(root))
+    app = _app(make_app, fakes)
+    async with app.run_test(size=(120, 40)) as pilot:
+        screen = await _runs_screen(app, pilot)
+        table = screen.query_one(DataTable)
+        names = [r.info.name for r in screen.runs]
+        for name in ("broken", "noweights"):
+            assert str(table.get_row_at(names.index(name))[1]) == "unreadable"
+        # the reason (30+ characters) used to fill the kind column and push "saved" off the screen
+        assert sum(c.get_render_width(table) for c in table.columns.values()) <= 120
+        for name in ("broken", "noweights"):
+            table.move_cursor(row=names.index(name), animate=False)
+            await pilot.pause()
+            run = screen.highlighted
+            assert run.info.name == name and run.info.problem
+            assert f"{name}: {run.info.problem}" in _plot_text(screen)
+        assert len(screen.highlighted.curve) > 0  # noweights still shows its curve
+
+
 async def test_the_view_refreshes_when_metrics_grow_and_only_then(make_app, fakes, checkpoints, tmp_path, monkeypatch):
     root = _copy_runs(checkpoints, tmp_path / "ck")
     monkeypatch.setenv("CHATRNN_CHECKPOINTS", str(root))
@@ -175,6 +202,10 @@ def test_runs_snapshot(snap_compare, make_app, fakes, checkpoints, tmp_path, mon
     for i, folder in enumerate(sorted(root.iterdir())):
         cfg = json.loads((folder / "config.json").read_text())
         cfg["training"]["train_time_s"] = 12.5 * (i + 1)
+        # absolute corpus paths: their length (so the folder's size on screen) varies with the temp dir
+        cfg["corpus"]["sources"] = ["corpus.txt"]
+        if "data" in cfg:
+            cfg["data"] = {**cfg["data"], "corpus": ["corpus.txt"], "val_file": None}
         (folder / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         lines = [
             {"step": s, "elapsed": s / 4, "train_loss": 3.5 - 0.2 * k - i / 3, "val_loss": 3.6 - 0.15 * k - i / 3}

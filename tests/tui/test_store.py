@@ -740,6 +740,53 @@ def test_regenerated_replies_are_siblings_and_the_active_branch_is_remembered(db
             s.add_message(conv.id, "bot", "x", parent_id=12345)
 
 
+def test_switching_back_finds_the_alternative_last_used_not_the_newest(db_path: Path) -> None:
+    """Flip to reply 2/3, edit the message above it, flip back: 2/3 again (was 3/3, the newest)."""
+    with Store(db_path) as s:
+        conv = s.create_conversation()
+        u = s.add_message(conv.id, "user", "hello")
+        replies = [s.add_message(conv.id, "bot", f"reply {i}", parent_id=u.id) for i in range(3)]
+        s.set_active(conv.id, replies[1].id)  # 2/3
+        edited = s.add_message(conv.id, "user", "hello again", parent_id=None)
+        s.add_message(conv.id, "bot", "to the edit")
+        assert [m.text for m in s.set_active(conv.id, u.id)] == ["hello", "reply 1"]
+        assert [m.text for m in s.set_active(conv.id, edited.id)] == ["hello again", "to the edit"]
+        # a new reply added while a branch is active is the one that branch continues with
+        s.set_active(conv.id, replies[2].id)
+        late = s.add_message(conv.id, "user", "below 3/3")
+        s.set_active(conv.id, edited.id)
+        assert [m.id for m in s.set_active(conv.id, u.id)] == [u.id, replies[2].id, late.id]
+    with Store(db_path) as s:  # remembered in the file
+        assert [m.id for m in s.messages(conv.id)] == [u.id, replies[2].id, late.id]
+
+
+def test_version_2_database_migrates_keeping_every_branch(db_path: Path) -> None:
+    """The migration to version 3 adds the ``used`` stamps; a version-2 tree reads as it did."""
+    db_path.parent.mkdir(parents=True)
+    conn = raw(db_path)
+    for ddl in SCHEMA_V1:
+        conn.execute(ddl)
+    store_module.MIGRATIONS[1](conn)  # version 1 -> 2, as chatrnn 2 wrote it
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute("INSERT INTO conversations (title, created, updated, mode) VALUES ('t', 1, 1, 'chat')")
+    rows = [(1, None, "user", "hi"), (2, 1, "bot", "a"), (3, 1, "bot", "b"), (4, 2, "user", "more")]
+    for mid, parent, role, text in rows:
+        conn.execute(
+            "INSERT INTO messages (id, conversation_id, role, text, created, parent_id) VALUES (?, 1, ?, ?, 1, ?)",
+            (mid, role, text, parent),
+        )
+    conn.execute("UPDATE conversations SET active_id = 4")
+    conn.commit()
+    conn.close()
+    with Store(db_path) as s:
+        assert raw(db_path).execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION == 3
+        assert [m.text for m in s.messages(1)] == ["hi", "a", "more"]
+        assert s.branches(1) == {2: (1, 2), 3: (2, 2)}
+        assert [m.text for m in s.set_active(1, 3)] == ["hi", "b"]
+        assert [m.text for m in s.set_active(1, 2)] == ["hi", "a", "more"]
+        assert [m.text for m in s.set_active(1, 1)] == ["hi", "a", "more"]  # the one used last
+
+
 def test_an_edited_first_message_is_a_new_root_and_export_writes_the_active_branch() -> None:
     with Store(":memory:") as s:
         conv = s.create_conversation()
