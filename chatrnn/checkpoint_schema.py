@@ -155,9 +155,21 @@ class Common:
 
 
 @dataclass
+class CharLMData:
+    """Where a char LM's text came from: what ``--resume`` reads back when no ``--corpus`` is typed."""
+
+    corpus: list[str] | None = None
+    lang: str | None = None
+    encoding: str | None = None
+    val_fraction: float | None = field(default=None, metadata=rng(0, 1))
+    val_file: str | None = None
+
+
+@dataclass
 class CharLMCheckpoint:
     model: CharLMModel
     vocab: list[str]
+    data: CharLMData | None = None
 
     def check(self, where: str) -> None:
         v = self.vocab

@@ -375,6 +375,9 @@ LM_CONFIG_CASES = {
     "kind markup": (lambda c: c.update(kind="[/]"), 'kind must be one of charlm, chat, not "[/]"'),
     "training text": (lambda c: c.update(training="x"), "training must be an object"),
     "training steps": (lambda c: c["training"].update(steps="many"), "training.steps must be an integer"),
+    "data corpus": (lambda c: c.update(data={"corpus": 5}), "data.corpus must be a list"),
+    "data paths": (lambda c: c.update(data={"corpus": [1]}), "data.corpus[0] must be a string"),
+    "data split": (lambda c: c.update(data={"val_fraction": "x"}), "data.val_fraction must be a number"),
 }
 
 
