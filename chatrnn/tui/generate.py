@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -444,51 +444,30 @@ class GeneratePane(StreamingPane):
         if unknown:
             shown = ", ".join(repr(c) for c in sorted(set(unknown))[:10])
             self.post_message(Notice(f"skipping seed characters this model never saw: {shown}", "warning", "seed"))
-        if job.probe:
-            if not unknown and seed:  # (a seed with skipped characters would not line up with its values)
-                try:
-                    ran, states = trace_states(job.model, seed)
-                    job.seed_states = states if ran == seed else None
-                except ChatrnnError:
-                    job.seed_states = None  # the seed stays uncoloured; the stream is what matters
-            yield from job.model.stream(
+
+        def stream(temperature: float, rng_seed: int | None, probe: bool = False) -> Iterator[Any]:
+            return job.model.stream(
                 seed,
                 length=s.length,
-                temperature=s.temperature,
+                temperature=temperature,
                 top_k=s.top_k,
                 top_p=s.top_p,
-                rng_seed=s.rng_seed,
+                rng_seed=rng_seed,
                 candidates=CANDIDATES,
                 cancel=job.cancel,
-                probe=True,
+                probe=probe,
             )
+
+        if isinstance(job, TemperaturesJob):  # one seed, one sampling seed, a column per temperature
+            yield from interleave([stream(t, job.rng_seed) for t in job.temperatures])
             return
-        if isinstance(job, TemperaturesJob):
-            streams = [
-                job.model.stream(
-                    seed,
-                    length=s.length,
-                    temperature=t,
-                    top_k=s.top_k,
-                    top_p=s.top_p,
-                    rng_seed=job.rng_seed,
-                    candidates=CANDIDATES,
-                    cancel=job.cancel,
-                )
-                for t in job.temperatures
-            ]
-            yield from interleave(streams)
-            return
-        yield from job.model.stream(
-            seed,
-            length=s.length,
-            temperature=s.temperature,
-            top_k=s.top_k,
-            top_p=s.top_p,
-            rng_seed=s.rng_seed,
-            candidates=CANDIDATES,
-            cancel=job.cancel,
-        )
+        if job.probe and not unknown and seed:  # (a seed with skipped characters would not line up)
+            try:
+                ran, states = trace_states(job.model, seed)
+                job.seed_states = states if ran == seed else None
+            except ChatrnnError:
+                job.seed_states = None  # the seed stays uncoloured; the stream is what matters
+        yield from stream(s.temperature, s.rng_seed, probe=job.probe)
 
     def stored(self, job: GenJob) -> None:
         """Store the finished (or stopped) run in this session's generate conversation."""

@@ -181,7 +181,16 @@ class ScriptedGenerator:
         return [ord(c) for c in seed if c.isascii()], [c for c in seed if not c.isascii()]
 
     def stream(
-        self, seed="", length=500, temperature=1.0, top_k=0, top_p=1.0, rng_seed=None, candidates=0, cancel=None
+        self,
+        seed="",
+        length=500,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        rng_seed=None,
+        candidates=0,
+        cancel=None,
+        probe=False,  # the real Generator's probe values; the scripted one has none to give
     ):
         self.calls.append(dict(seed=seed, length=length, temperature=temperature, top_k=top_k, top_p=top_p))
         for i in range(length):

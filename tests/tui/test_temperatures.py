@@ -200,7 +200,16 @@ class TemperatureScripted:
         return [ord(c) for c in seed], []
 
     def stream(
-        self, seed="", length=500, temperature=1.0, top_k=0, top_p=1.0, rng_seed=None, candidates=0, cancel=None
+        self,
+        seed="",
+        length=500,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        rng_seed=None,
+        candidates=0,
+        cancel=None,
+        probe=False,
     ):
         from types import SimpleNamespace
 
@@ -230,7 +239,11 @@ def test_snapshot_side_by_side(snap_compare, make_app, fakes):
         app.gen.set_view("temperatures")
         app.gen.start("Hamlet: ")
         await fakes.wait_for(pilot, lambda: app.gen.job is not None and app.gen.job.reported)
-        await pilot.pause(0.2)  # the columns' last layout (their scrollbars go)
+        # the columns' last layout: their text views shrink to their text and the scrollbars go
+        # (a fixed pause here made the snapshot depend on the machine's load)
+        outputs = [c.output for c in app.query("TemperatureColumn") if c.display]
+        await fakes.wait_for(pilot, lambda: not any(o.show_vertical_scrollbar for o in outputs))
+        await pilot.pause(0.1)
         app.gen.set_status("done")
         app.clear_notifications()
         await pilot.pause(0.2)
