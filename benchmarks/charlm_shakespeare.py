@@ -1,5 +1,6 @@
 """Bars: with the default config on this 2-core CPU, Tiny Shakespeare val loss (last 10%)
-<= 1.50 nats/char after ``--max-time 110s`` and <= 1.42 after ``--max-time 10m``.
+<= 1.50 nats/char after ``--max-time 110s`` and <= 1.42 after ``--max-time 10m``. Issue 12's tighter
+targets, 1.47 and 1.36, are printed beside them (not met yet: see docs/presets.md for what was tried).
 
 Runs ``chatrnn train charlm`` through the library with only the corpus and the budget given (the
 default preset), then prints the final validation figures. ``--baseline`` also trains a bare
@@ -89,6 +90,7 @@ def main() -> None:
     wall = time.monotonic() - t0
     m = r.last_metrics
     bar = 1.50 if seconds <= 120 else 1.42 if seconds >= 590 else None
+    target = 1.47 if seconds <= 120 else 1.36 if seconds >= 590 else None  # issue 12
     print(
         f"chatrnn default config, --max-time {args.max_time}: "
         f"{r.steps} steps, {wall:.0f}s wall (corpus encode included)"
@@ -105,6 +107,7 @@ def main() -> None:
         )
     if bar is not None:
         print(f"bar: val loss <= {bar}: {'PASS' if m['loss'] <= bar else 'FAIL'}")
+        print(f"issue 12 target: val loss <= {target}: {'PASS' if m['loss'] <= target else 'not yet'}")
     if args.baseline:
         b = bare_baseline(path.read_text("utf-8"), seconds)
         print(

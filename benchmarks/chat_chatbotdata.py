@@ -204,6 +204,9 @@ def main() -> int:
     print(f"val reply NLL, true prompts:     {true['loss']:.4f} nats/token")
     print(f"val reply NLL, shuffled prompts: {shuffled['loss']:.4f} nats/token")
     print(f"prompt-use ratio (shuffled/true): {ratio:.3f}   bar >= 1.3: {'PASS' if ratio >= 1.3 else 'FAIL'}")
+    # the ratio falls when the model learns replies better (it divides by the true-prompt loss); the
+    # difference is what the prompt is worth, in nats per reply token (docs/presets.md)
+    print(f"prompt-use gap (shuffled - true): {shuffled['loss'] - true['loss']:.4f} nats/token")
     print(f"val reply bits/char, chat model: {true['bpc']:.4f}")
     print(
         f"val reply bits/char, char LM:    {char_m['bpc']:.4f} ({char_m.get('unknown_chars', 0)} unknown chars dropped)"
@@ -233,6 +236,7 @@ def main() -> int:
             "val_loss": true["loss"],
             "shuffled_loss": shuffled["loss"],
             "ratio": ratio,
+            "gap": shuffled["loss"] - true["loss"],
             "bpc": true["bpc"],
             "distinct_1": d1,
             "distinct_2": d2,

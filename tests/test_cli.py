@@ -423,6 +423,30 @@ def test_generate_adapt_leaves_the_checkpoint_and_saves_a_new_one(tmp_path, tiny
     assert r.exit_code != 0 and "not empty" in r.output and "Traceback" not in r.output
 
 
+def test_save_adapted_name_goes_under_the_checkpoints_root(tmp_path, tiny_charlm, monkeypatch):
+    """A bare ``--save-adapted NAME`` is where ``--out NAME`` would put it, so ``-c NAME`` loads it;
+    and naming the checkpoint being adapted is refused, leaving it as it was."""
+    import shutil
+
+    root = tmp_path / "ckpts"
+    monkeypatch.setenv("CHATRNN_CHECKPOINTS", str(root))
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_charlm, root / "base")
+    text = tmp_path / "mine.txt"
+    text.write_text(ADAPT_TEXT, "utf-8")
+    runner = CliRunner()
+    args = ["generate", "-c", "base", "--seed", "It", "-n", "20", "--rng-seed", "3", "--adapt", str(text)]
+    r = runner.invoke(cli, [*args, "--save-adapted", "mine"])
+    assert r.exit_code == 0, r.output
+    assert (root / "mine" / "config.json").is_file() and not (tmp_path / "mine").exists()
+    again = runner.invoke(cli, ["generate", "-c", "mine", "--seed", "It", "-n", "20", "--rng-seed", "3"])
+    assert again.exit_code == 0 and again.stdout == r.stdout
+    before = (root / "base" / "model.safetensors").read_bytes()
+    r = runner.invoke(cli, [*args, "--save-adapted", "base"])
+    assert r.exit_code == 1 and "not empty" in r.stderr and "Traceback" not in r.output
+    assert (root / "base" / "model.safetensors").read_bytes() == before
+
+
 @pytest.mark.parametrize("kind", ["missing", "binary", "empty"])
 def test_adapt_bad_file_is_one_line(tmp_path, tiny_charlm, kind):
     p = tmp_path / "bad.txt"

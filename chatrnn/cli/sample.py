@@ -8,7 +8,7 @@ import sys
 
 import click
 
-from chatrnn.cli.options import CONTEXT, SEED
+from chatrnn.cli.options import CONTEXT, SEED, out_path
 from chatrnn.terminal import visible, visible_json
 
 
@@ -108,7 +108,10 @@ def _adapt_settings(lr, decay, seq, rule, seed=0):
 )
 @adapt_options
 @click.option(
-    "--save-adapted", type=click.Path(), default=None, help="--adapt: write the adapted model to this new folder."
+    "--save-adapted",
+    type=click.Path(),
+    default=None,
+    help="--adapt: write the adapted model to this new folder (a bare name goes under the checkpoints root, as --out).",
 )
 def generate(
     seed_text,
@@ -135,12 +138,14 @@ def generate(
     \b
     chatrnn generate --seed "ROMEO:" --temperature 0.7 --length 300
     chatrnn generate --seed "안녕" --checkpoint korean --top-p 0.9
-    chatrnn generate --adapt my_letters.txt --save-adapted checkpoints/mine --seed "Dear"
+    chatrnn generate --adapt my_letters.txt --save-adapted mine --seed "Dear"
     """
     from chatrnn.infer import Generator
 
     if save_adapted is not None and adapt_file is None:
         raise click.UsageError("--save-adapted needs --adapt FILE")
+    if save_adapted is not None:  # like --out: `-c NAME`, the chat picker and `info` then find it
+        save_adapted = out_path(save_adapted, "charlm")
     gen = Generator.load(checkpoint, device=device)
     if adapt_file is not None:
         settings = _adapt_settings(adapt_lr, adapt_decay, adapt_seq, adapt_rule)

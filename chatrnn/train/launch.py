@@ -4,6 +4,11 @@ never imports this module back."""
 
 from __future__ import annotations
 
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from chatrnn.train.progress import Reporter
 from chatrnn.train.summary import report_throughput, summarize
 
@@ -18,8 +23,60 @@ def _train_fn(kind: str):
     return train_chat
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP outside the trainer's loop (which saves and stops on its own, see
+    ``Trainer._on_signal``): raised where the program is, so that every ``finally`` on the way out
+    still runs. A BaseException, like KeyboardInterrupt, so that no ``except Exception`` keeps going."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextmanager
+def stops_unwind() -> Iterator[None]:
+    """Make a stop signal unwind the stack, before and after training as during it.
+
+    Python's default for SIGTERM and SIGHUP kills the process on the spot: the run lock
+    (``.NAME.lock``) and a staging folder would stay behind when ``docker stop`` or a closed
+    terminal came while the corpus was still being read. Ctrl-C already unwinds (KeyboardInterrupt);
+    click would print "Aborted!" and exit 1 for it. Either way the command now ends with one line
+    and the shell's 128 + N exit status; the trainer's own handlers take over while it trains (and
+    restore these after)."""
+    names = {signal.SIGINT: "Ctrl-C"}
+    old = {}
+
+    def stop(signum, frame) -> None:
+        raise Stopped(signum)
+
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)  # no SIGHUP on Windows
+        if sig is None:
+            continue
+        names[sig] = name
+        try:
+            old[sig] = signal.signal(sig, stop)
+        except ValueError:  # not in the main thread (a test runner's thread): nothing to unwind for
+            break
+    try:
+        yield
+    except (Stopped, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+        said = names.get(signum, signum)
+        print(f"chatrnn: stopped by {said} (a checkpoint already saved is untouched)", file=sys.stderr)
+        raise SystemExit(128 + signum) from None
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 def run_training(kind: str, opts, dry_run: bool = False, reporter: Reporter | None = None):
     """Train ``kind`` ("charlm" or "chat") with ``opts``; under torchrun every rank calls this."""
+    with stops_unwind():
+        return _run_training(kind, opts, dry_run, reporter)
+
+
+def _run_training(kind: str, opts, dry_run: bool, reporter: Reporter | None):
     from chatrnn.train import distributed
 
     reporter = reporter or Reporter()
@@ -67,6 +124,11 @@ def run_both(
     overwrite: bool = False,
 ):
     """``chatrnn train`` with no subcommand, single process or a torchrun rank (one process group for both)."""
+    with stops_unwind():
+        return _run_both(corpus, lang, max_time, device, seed, reporter, dry_run, overwrite)
+
+
+def _run_both(corpus, lang, max_time, device, seed, reporter, dry_run, overwrite):
     from chatrnn.train import distributed
     from chatrnn.train.both import train_both
 

@@ -366,6 +366,42 @@ def test_sigterm_to_one_torchrun_worker_stops_every_rank_with_143(tmp_path, samp
     ckpt.load_train_state(out)
 
 
+@pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", 130)])
+def test_a_stop_before_training_starts_leaves_no_lock(tmp_path, name, code):
+    """A stop signal while the corpus is still being read (before the trainer's own handlers):
+    one line, 128 + N, and the run lock released (Python's default for SIGTERM / SIGHUP killed the
+    process there and left ``.NAME.lock`` behind; Ctrl-C printed click's "Aborted!", exit 1)."""
+    sig = getattr(signal, name, None)
+    if sig is None:
+        pytest.skip(f"no {name} on this platform")
+    corpus = tmp_path / "big.txt"  # ~20 MB: seconds of reading and encoding after the lock is taken
+    corpus.write_text("the quick brown fox jumps over the lazy dog, said the king.\n" * 340_000, "utf-8")
+    out = tmp_path / "m"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatrnn", *train_args(corpus, out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        t = time.monotonic()
+        while not lock_path(out).exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() - t < 90
+            time.sleep(0.005)
+        proc.send_signal(sig)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"stopped by {'Ctrl-C' if name == 'SIGINT' else name}" in lines[0], stderr
+    assert not lock_path(out).exists()
+    assert not out.exists()  # stopped before any checkpoint: nothing half-written either
+    assert [p.name for p in tmp_path.iterdir()] == ["big.txt"]  # no staging folder left
+
+
 # ----- 5. NaN that appears only at evaluation ------------------------------------------------------
 def test_a_nan_at_evaluation_never_reaches_a_file(tmp_path, model, sample_text_file):
     diverge = ("--lr", "1e39", "--eval-every", "1")
