@@ -244,6 +244,9 @@ def main() -> int:
         "--max-words", type=int, default=20, help="keep pairs whose two speeches have at most this many words"
     )
     ap.add_argument("--seed", type=int, default=1337)
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a chatrnn setting, e.g. --set vocab_size=4000"
+    )
     ap.add_argument("--work", type=Path, default=None, help="folder for the splits and the checkpoint")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args()
@@ -288,17 +291,21 @@ def main() -> int:
 
     # ---- chatrnn ----------------------------------------------------------------------------------
     chat_dir = work / "chat"
-    train = dict(max_time=budget, seed=args.seed, threads=args.threads)
+    from chat_chatbotdata import settings_from
+
+    chosen = settings_from(args.set)
+    train = dict(max_time=budget, seed=args.seed, threads=args.threads, **chosen["train"])
     if args.max_steps:
         train["max_steps"] = args.max_steps
     opts = ChatOptions(
         out=chat_dir,
         corpus=[str(write_csv(work / "train.csv", train_pairs))],
         val_file=str(write_csv(work / "val.csv", val_pairs)),
-        max_len=64,
         device="cpu",
         train=train,
         overwrite=True,
+        model=chosen["model"],
+        **{"max_len": 64, **chosen["options"]},
     )
     r = train_chat(opts, reporter=Reporter(every_s=60))
     resp = Responder.load(chat_dir)
