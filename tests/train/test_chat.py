@@ -208,8 +208,9 @@ def test_cpu_shards_match_one_thread(tmp_path):
         return ckpt.load_weights(tmp_path / name, ckpt.LAST_WEIGHTS)
 
     one, two = run("one", 1, 0.0), run("two", 2, 0.0)
-    for k in one:
-        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5)
+    for k in one:  # Adam divides by sqrt(v): a weight whose gradient is ~0 moves by ~lr (1e-2) on
+        # a summation-order difference, so "the same" is 1% of one step here (1.8e-5 seen on one AMD host)
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-4)
     a, b = run("a", 2, 0.2), run("b", 2, 0.2)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)

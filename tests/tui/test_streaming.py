@@ -131,5 +131,6 @@ async def test_a_failing_model_ends_the_job_with_its_error_logged(make_app, fake
             assert job.error == "ValueError: weights went NaN" and not job.cancelled
             assert job.text == "the q"  # what came before the failure is kept on screen
             assert "failed: ValueError: weights went NaN" in status(app, app.gen)
-            assert any("weights went NaN" in n.message for n in app._notifications)
+            # notify() posts a message: the toast is in the list once the app has handled it
+            await fakes.wait_for(pilot, lambda: any("weights went NaN" in n.message for n in app._notifications))
     assert any("stream failed" in r.getMessage() and r.exc_info for r in caplog.records)
