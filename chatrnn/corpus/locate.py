@@ -60,3 +60,15 @@ def absolute(path: str) -> str:
     another directory must still find the corpus it trained on. Anything else is kept as given."""
     p = Path(path).expanduser()
     return str(p.absolute()) if p.exists() else str(path)
+
+
+def data_section(corpus, val_file: str | None, **rest) -> dict:
+    """A checkpoint's ``data`` section: where its text came from (the corpus paths and validation
+    file absolute, as :func:`absolute` makes them) plus how it was read (``rest``), so that
+    ``--resume`` needs no ``--corpus``. Both models write one; each reads it back through its own
+    settings resolution."""
+    return {
+        "corpus": [absolute(p) for p in corpus],
+        **rest,
+        "val_file": absolute(val_file) if val_file else None,
+    }

@@ -18,7 +18,7 @@ import torch
 from chatrnn import checkpoint as ckpt
 from chatrnn.checkpoint_schema import check_weights_fit
 from chatrnn.config import CHARLM_DEFAULTS, CHARLM_PRESETS, default_preset
-from chatrnn.corpus.locate import absolute
+from chatrnn.corpus.locate import data_section
 from chatrnn.corpus.text import EncodedCorpus, TextSource, collect_sources, encode_corpus
 from chatrnn.device import pick_device
 from chatrnn.errors import ChatrnnError
@@ -221,13 +221,7 @@ def build_charlm_task(s: CharLMSettings, device: torch.device, dist=None) -> Cha
     rank, world = (dist.rank, dist.world) if dist is not None else (0, 1)
     settings = None
     if s.texts is None:
-        settings = {
-            "corpus": [absolute(p) for p in s.corpus],
-            "lang": s.lang,
-            "encoding": s.encoding,
-            "val_fraction": s.val_fraction,
-            "val_file": absolute(s.val_file) if s.val_file else None,
-        }
+        settings = data_section(s.corpus, s.val_file, lang=s.lang, encoding=s.encoding, val_fraction=s.val_fraction)
     return CharLMTask(
         model,
         data,

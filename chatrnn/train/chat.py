@@ -21,7 +21,7 @@ from chatrnn import checkpoint as ckpt
 from chatrnn.checkpoint_schema import check_weights_fit
 from chatrnn.config import CHAT_DEFAULTS, CHAT_PRESETS, default_preset
 from chatrnn.corpus.dialogs import Pair, ReadReport, load_pairs
-from chatrnn.corpus.locate import absolute
+from chatrnn.corpus.locate import data_section
 from chatrnn.device import pick_device
 from chatrnn.errors import ChatrnnError
 from chatrnn.models.seq2seq import Seq2Seq, Seq2SeqConfig
@@ -367,15 +367,15 @@ def build_chat_task(s: ChatSettings, device: torch.device, dist=None) -> ChatTas
     extra = {
         "tokenizer_type": s.tokenizer,
         "max_len": s.max_len,
-        "data": {
-            "corpus": [absolute(p) for p in s.corpus],
-            "fmt": s.fmt,
-            "columns": list(s.columns) if s.columns else None,
-            "encoding": s.encoding,
-            "lang": s.lang,
-            "val_fraction": s.val_fraction,
-            "val_file": absolute(s.val_file) if s.val_file else None,
-        },
+        "data": data_section(
+            s.corpus,
+            s.val_file,
+            fmt=s.fmt,
+            columns=list(s.columns) if s.columns else None,
+            encoding=s.encoding,
+            lang=s.lang,
+            val_fraction=s.val_fraction,
+        ),
     }
     return ChatTask(
         model,

@@ -198,8 +198,12 @@ class ScriptedGenerator:
                 return
             if self.delay:
                 time.sleep(self.delay)
-            c = self.text[i % len(self.text)]
-            yield GenTok(c, [(c, 0.6), ("x", 0.3), ("y", 0.1)][:candidates])
+            yield self.token(i, self.text[i % len(self.text)], temperature, candidates, probe)
+
+    def token(self, i: int, c: str, temperature: float, candidates: int, probe: bool):
+        """The ``i``-th token, character ``c`` of the text: what a subclass scripts differently
+        (candidates that follow the temperature, probe values)."""
+        return GenTok(c, [(c, 0.6), ("x", 0.3), ("y", 0.1)][:candidates])
 
 
 class FakeLoader(ModelLoader):

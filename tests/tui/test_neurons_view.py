@@ -291,66 +291,48 @@ async def test_neurons_view_after_a_plain_run_and_while_streaming(make_app, in_c
 # snapshot
 
 
-class ProbedScripted:
+def probed_scripted(fakes):
     """A scripted char model with the probe interface: deterministic values that follow the
     text (unit 0 of layer 0 rises inside words, falls at spaces)."""
 
-    layers, hidden = 2, 4
+    class ProbedScripted(fakes.Generator):
+        layers, hidden = 2, 4
 
-    def __init__(self, text="to be, or not to be: that is the question.\n"):
-        self.text = text
-        self.config = {"kind": "charlm"}
-        self.folder = None
+        def _probe(self, i, c):
+            base = np.full((self.layers, self.hidden), 0.1, dtype=np.float32)
+            base[0, 0] = -0.9 if c == " " else min(0.9, -0.5 + 0.3 * (i % 6))
+            base[1, 3] = 0.8 if c in ",.:" else -0.2
+            return {
+                "h": base,
+                "c": base * 3,
+                "i": (base + 1) / 2,
+                "f": 1 - (base + 1) / 2,
+                "g": base,
+                "o": np.full_like(base, 0.5),
+            }
 
-    def prepare_seed(self, seed):
-        return [ord(c) for c in seed], []
+        def token(self, i, c, temperature, candidates, probe):
+            from types import SimpleNamespace
 
-    def _probe(self, i, c):
-        base = np.full((self.layers, self.hidden), 0.1, dtype=np.float32)
-        base[0, 0] = -0.9 if c == " " else min(0.9, -0.5 + 0.3 * (i % 6))
-        base[1, 3] = 0.8 if c in ",.:" else -0.2
-        return {
-            "h": base,
-            "c": base * 3,
-            "i": (base + 1) / 2,
-            "f": 1 - (base + 1) / 2,
-            "g": base,
-            "o": np.full_like(base, 0.5),
-        }
-
-    def stream(
-        self,
-        seed="",
-        length=500,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        rng_seed=None,
-        candidates=0,
-        cancel=None,
-        probe=False,
-    ):
-        from types import SimpleNamespace
-
-        for i in range(length):
-            if cancel is not None and cancel.is_set():
-                return
-            c = self.text[i % len(self.text)]
-            yield SimpleNamespace(
+            return SimpleNamespace(
                 text=c, candidates=[(c, 0.9)][:candidates], probe=self._probe(i, c) if probe else None
             )
 
-    def trace(self, text):
-        from types import SimpleNamespace
+        def trace(self, text):
+            from types import SimpleNamespace
 
-        probes = [self._probe(i, c) for i, c in enumerate(text)]
-        stack = {k: np.stack([p[k] for p in probes], axis=1) for k in probes[0]}
-        return SimpleNamespace(text=text, h=stack.pop("h"), c=stack.pop("c"), gates=stack)
+            probes = [self._probe(i, c) for i, c in enumerate(text)]
+            stack = {k: np.stack([p[k] for p in probes], axis=1) for k in probes[0]}
+            return SimpleNamespace(text=text, h=stack.pop("h"), c=stack.pop("c"), gates=stack)
+
+    gen = ProbedScripted("to be, or not to be: that is the question.\n")
+    gen.folder = None
+    return gen
 
 
 def test_snapshot_neurons_view(snap_compare, make_app, fakes):
     app = make_app(
-        loader=fakes.Loader(chat=fakes.Responder(), lm=ProbedScripted()),
+        loader=fakes.Loader(chat=fakes.Responder(), lm=probed_scripted(fakes)),
         generate_settings=GenerateSettings(length=200),
     )
 

@@ -187,47 +187,29 @@ async def test_bad_temperatures_start_nothing(make_app, fakes):
 # snapshot
 
 
-class TemperatureScripted:
+def temperature_scripted(fakes):
     """A scripted char model whose output depends on the temperature (the higher, the more often
     it strays from its text), deterministic, with candidates that flatten as it rises."""
 
-    def __init__(self, text="to be or not to be, that is the question\n"):
-        self.text = text
-        self.config = {"kind": "charlm"}
-        self.folder = None
+    class TemperatureScripted(fakes.Generator):
+        def token(self, i, c, temperature, candidates, probe):
+            from types import SimpleNamespace
 
-    def prepare_seed(self, seed):
-        return [ord(c) for c in seed], []
-
-    def stream(
-        self,
-        seed="",
-        length=500,
-        temperature=1.0,
-        top_k=0,
-        top_p=1.0,
-        rng_seed=None,
-        candidates=0,
-        cancel=None,
-        probe=False,
-    ):
-        from types import SimpleNamespace
-
-        stray = int(temperature * 4)
-        p = max(0.2, 1 - temperature / 2)
-        for i in range(length):
-            if cancel is not None and cancel.is_set():
-                return
-            c = self.text[i % len(self.text)]
+            stray = int(temperature * 4)
+            p = max(0.2, 1 - temperature / 2)
             if stray and i % (11 - stray) == 5:
                 c = "zqxj"[i % 4]
             cands = [(c, p), ("e", (1 - p) / 2), ("s", (1 - p) / 2)]
-            yield SimpleNamespace(text=c, candidates=cands[:candidates])
+            return SimpleNamespace(text=c, candidates=cands[:candidates])
+
+    gen = TemperatureScripted("to be or not to be, that is the question\n")
+    gen.folder = None
+    return gen
 
 
 def test_snapshot_side_by_side(snap_compare, make_app, fakes):
     app = make_app(
-        loader=fakes.Loader(chat=fakes.Responder(), lm=TemperatureScripted()),
+        loader=fakes.Loader(chat=fakes.Responder(), lm=temperature_scripted(fakes)),
         generate_settings=GenerateSettings(length=90, rng_seed=3),
     )
 
