@@ -139,6 +139,7 @@ class ChatTrain:
     teacher_forcing: float | None = field(default=None, metadata=rng(0, 1))
     tf_decay: float | None = field(default=None, metadata=rng(0, 1))
     tf_min: float | None = field(default=None, metadata=rng(0, 1))
+    subword_sampling: float | None = field(default=None, metadata=rng(0, 1))
 
 
 @dataclass

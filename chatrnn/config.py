@@ -52,6 +52,7 @@ CHAT_DEFAULTS: dict = {
     "teacher_forcing": 1.0,
     "tf_decay": 1.0,  # teacher forcing ratio multiplied by this each epoch
     "tf_min": 0.0,
+    "subword_sampling": 0.0,  # off; see docs/presets.md for what it does on ChatbotData
 }
 
 

@@ -181,6 +181,24 @@ class SubwordTokenizer:
         text = self.normalize(text)
         return list(self._sp.encode(text, out_type=int)) if text else []
 
+    def sample_encode(self, texts: list[str], alpha: float, seed: int) -> list[list[int]]:
+        """One sampled segmentation of each text: subword regularisation (Kudo 2018), so a model
+        trained on them sees each prompt cut several ways and cannot key on one segmentation.
+
+        Unigram: a segmentation drawn from all of them with probability ∝ P(x)^alpha (small alpha:
+        closer to uniform). BPE: BPE-dropout (Provilkov et al. 2020), each merge skipped with
+        probability alpha. Every result decodes to :meth:`normalize`\\ (text), like :meth:`encode`.
+        sentencepiece's sampler is process-global; it is reseeded here so the same texts, alpha and
+        seed give the same ids (exact resume), whatever was sampled before.
+        """
+        spm.set_random_generator_seed(seed)
+        out = []
+        for text in texts:
+            norm = self.normalize(text)
+            ids = self._sp.encode(norm, out_type=int, enable_sampling=True, alpha=alpha, nbest_size=-1)
+            out.append(list(ids) if norm else [])
+        return out
+
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``: PAD/BOS/EOS are skipped, SEP becomes a newline, bad bytes become U+FFFD."""
         stream = StreamDecoder(self)

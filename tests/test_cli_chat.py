@@ -130,7 +130,7 @@ def test_every_typed_flag_is_a_flag_setting(tmp_path):
         *("--max-len", "20", "--vocab-size", "300", "--tokenizer", "bpe", "--preset", "tiny", "--embed", "64"),
         *("--hidden", "64", "--layers", "1", "--attention", "dot", "--dropout", "0.1", "--tie-weights"),
         *("--input-feeding", "--word-dropout", "0.1", "--batch-size", "4", "--label-smoothing", "0.1"),
-        *("--teacher-forcing", "0.5"),
+        *("--teacher-forcing", "0.5", "--subword-sampling", "0.2"),
         *("--tf-decay", "0.9", "--lr", "0.02", "--weight-decay", "0.1", "--warmup", "5", "--min-lr-ratio", "0.1"),
         *("--grad-clip", "2", "--ema", "0.9", "--max-steps", "10", "--epochs", "1", "--max-time", "1m"),
         *("--evals", "2", "--eval-every", "5", "--seed", "3", "--threads", "1", "--no-amp", "--compile"),
@@ -141,6 +141,7 @@ def test_every_typed_flag_is_a_flag_setting(tmp_path):
     assert {name for name, (_, source) in rows.items() if source != "flag"} == {"val_file", "tf_min", "max_src_len"}
     assert rows["max_src_len"] == ("40", "default")  # max_len per turn, prompt and one context turn
     assert rows["columns"][0] == "Q, A" and rows["tokenizer"][0] == "bpe"
+    assert rows["subword_sampling"] == ("0.2", "flag")
 
 
 def test_bad_input_is_one_line(tmp_path):

@@ -182,3 +182,44 @@ def test_training_is_deterministic(model_type: str) -> None:
     a = SubwordTokenizer.train(CORPUS, 400, model_type, seed=3)
     b = SubwordTokenizer.train(iter(CORPUS), 400, model_type, seed=3)
     assert a.to_bytes() == b.to_bytes()
+
+
+WORDS = "hello there how are you today fine thank quick brown fox jumps over lazy dog weather rain 오늘 날씨".split()
+
+
+@pytest.fixture(scope="module", params=["unigram", "bpe"])
+def wordy(request) -> SubwordTokenizer:
+    """Pieces longer than a character, so a text has many segmentations to sample from."""
+    import random
+
+    rng = random.Random(0)
+    return SubwordTokenizer.train(
+        [" ".join(rng.choice(WORDS) for _ in range(8)) for _ in range(300)], 400, request.param
+    )
+
+
+def test_sampled_segmentations_vary_by_seed_and_repeat_for_one(wordy: SubwordTokenizer) -> None:
+    """Subword regularisation: seeds give different cuts of the same text, one seed gives the same
+    cut again (in another thread too: sentencepiece's sampler is reseeded, not left running)."""
+    import threading
+
+    texts = ["hello there quick brown fox today", "weather rain 오늘 날씨"]
+    first = wordy.sample_encode(texts, 0.1, 5)
+    assert wordy.sample_encode(texts, 0.1, 5) == first
+    elsewhere: dict = {}
+    t = threading.Thread(target=lambda: elsewhere.update(ids=wordy.sample_encode(texts, 0.1, 5)))
+    t.start()
+    t.join()
+    assert elsewhere["ids"] == first
+    cuts = {tuple(wordy.sample_encode(texts[:1], 0.1, seed)[0]) for seed in range(10)}
+    assert len(cuts) >= 3
+
+
+@settings(deadline=None, max_examples=60)
+@given(text=ANY_TEXT, seed=st.integers(0, 2**32 - 1), alpha=st.floats(0.01, 1.0))
+def test_a_sampled_segmentation_decodes_to_the_text(
+    wordy: SubwordTokenizer, text: str, seed: int, alpha: float
+) -> None:
+    (ids,) = wordy.sample_encode([text], alpha, seed)
+    assert wordy.decode(ids) == wordy.normalize(text)
+    assert not set(ids) & {wordy.PAD, wordy.UNK, wordy.BOS, wordy.EOS, wordy.SEP}

@@ -280,6 +280,13 @@ def chat_options(f):
             show_default=True,
             help="Multiply the teacher forcing ratio by this every epoch.",
         ),
+        click.option(
+            "--subword-sampling",
+            type=click.FloatRange(0, 1),
+            metavar="ALPHA",
+            help="Subword regularisation: every batch's prompts segmented anew by sampling (unigram: "
+            "smoothing ALPHA, 0.1 strong; BPE: merge dropout ALPHA). Default 0: off.",
+        ),
     ]
     return training_options(apply(f, opts))
 

@@ -42,7 +42,7 @@ from chatrnn.settings import (
     train_defaults,
 )
 from chatrnn.subword import MIN_COVERAGE, N_META, SubwordTokenizer
-from chatrnn.train.chat_task import ChatData, ChatTask, Example
+from chatrnn.train.chat_task import ChatData, ChatTask, Example, join_source
 from chatrnn.train.progress import Reporter
 from chatrnn.train.trainer import Trainer, TrainResult
 
@@ -51,7 +51,7 @@ TOKENIZER_FILE = "tokenizer.model"
 DATA_KEYS = ("corpus", "lang", "fmt", "columns", "encoding", "val_fraction", "val_file", "context_turns")
 # Settings the trained weights or tokenizer are built on: on --resume they come from the checkpoint.
 SHAPE_KEYS = (*MODEL_KEYS, "max_len", "max_src_len", "vocab_size", "tokenizer")
-CHAT_TRAIN_KEYS = ("label_smoothing", "teacher_forcing", "tf_decay", "tf_min")
+CHAT_TRAIN_KEYS = ("label_smoothing", "teacher_forcing", "tf_decay", "tf_min", "subword_sampling")
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class ChatOptions:
     teacher_forcing: Any = NOT_GIVEN
     tf_decay: Any = NOT_GIVEN
     tf_min: Any = NOT_GIVEN
+    subword_sampling: Any = NOT_GIVEN  # alpha of subword regularisation of the prompts (0: off)
     preset: Any = NOT_GIVEN
     model: Mapping[str, Any] = field(default_factory=dict)  # some of MODEL_KEYS
     train: Mapping[str, Any] = field(default_factory=dict)  # some of TrainConfig's fields
@@ -125,6 +126,7 @@ class ChatSettings:
     teacher_forcing: float
     tf_decay: float
     tf_min: float
+    subword_sampling: float
     train: TrainConfig
     resolved: Resolved  # every value and where it came from (``--dry-run``)
 
@@ -184,15 +186,8 @@ def _examples(
             if report is not None:
                 report.drop(f"longer than {max_len} tokens")
             continue
-        src = prompt
-        if p.context:
-            ctx: list[int] = []
-            for turn in p.context:
-                ids = enc(turn)
-                if ids:
-                    ctx += ([tok.SEP] if ctx else []) + ids
-            src = (ctx + [tok.SEP] + prompt)[-max_src_len:] if ctx else prompt
-        out.append(Example(src, reply, len(tok.normalize(p.reply)) + 1))
+        src = join_source([enc(turn) for turn in p.context], prompt, tok.SEP, max_src_len)
+        out.append(Example(src, reply, len(tok.normalize(p.reply)) + 1, (*p.context, p.prompt)))
     return out
 
 
@@ -248,6 +243,8 @@ def resolve_chat(opts: ChatOptions, device_type: str) -> ChatSettings:
         raise ChatrnnError("--context-turns must be 0 or more")
     if not 0 <= r["teacher_forcing"] <= 1:
         raise ChatrnnError("--teacher-forcing must be between 0 and 1")
+    if not 0 <= r["subword_sampling"] <= 1:
+        raise ChatrnnError("--subword-sampling must be between 0 and 1")
     src = resolve(
         ["max_src_len"], defaults={"max_src_len": min(256, r["max_len"] * (1 + r["context_turns"]))}, **layers
     )
@@ -276,6 +273,7 @@ def resolve_chat(opts: ChatOptions, device_type: str) -> ChatSettings:
         teacher_forcing=r["teacher_forcing"],
         tf_decay=r["tf_decay"],
         tf_min=r["tf_min"],
+        subword_sampling=r["subword_sampling"],
         train=r.train_config(),
         resolved=r,
     )
@@ -386,6 +384,7 @@ def build_chat_task(s: ChatSettings, device: torch.device, dist=None) -> ChatTas
         teacher_forcing=s.teacher_forcing,
         tf_decay=s.tf_decay,
         tf_min=s.tf_min,
+        subword_sampling=s.subword_sampling,
         context_turns=s.context_turns,
         seed=s.train.seed,
         rank=rank,

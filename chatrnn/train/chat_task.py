@@ -9,8 +9,9 @@ model adds to it (the interface it implements is ``task.py``'s :class:`Task`).
 from __future__ import annotations
 
 import math
+import zlib
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,17 @@ class Example:
     src: list[int]
     tgt: list[int]
     chars: int  # characters of the normalised reply, +1 for its end (a char LM's newline)
+    turns: tuple[str, ...] = ()  # the text ``src`` encodes: context turns, then the prompt (for resampling)
+
+
+def join_source(context: list[list[int]], prompt: list[int], sep: int, max_src_len: int) -> list[int]:
+    """The encoder's input: the non-empty context turns and the prompt joined by SEP, cut from the
+    left to ``max_src_len`` (the latest turns matter most); a prompt alone is kept whole."""
+    ctx: list[int] = []
+    for ids in context:
+        if ids:
+            ctx += ([sep] if ctx else []) + ids
+    return (ctx + [sep] + prompt)[-max_src_len:] if ctx else prompt
 
 
 @dataclass
@@ -241,6 +253,7 @@ class ChatTask(Task):
         tf_decay: float = 1.0,
         tf_min: float = 0.0,
         context_turns: int = 0,
+        subword_sampling: float = 0.0,
         seed: int = 1337,
         rank: int = 0,
         world: int = 1,
@@ -256,6 +269,8 @@ class ChatTask(Task):
         self.tf_decay = tf_decay
         self.tf_min = tf_min
         self.context_turns = context_turns
+        self.subword_sampling = subword_sampling
+        self.seed = seed
         self.extra_config = extra_config or {}
         self.eval_batch_size = eval_batch_size
         self.order = BucketedOrder([(len(e.src), len(e.tgt)) for e in data.train], batch_size, seed, rank, world)
@@ -286,10 +301,37 @@ class ChatTask(Task):
         ratio makes it teacher-forced. The trainer saves its generator, so resume is exact."""
         idx = self.order.next()
         cfg = self.model.cfg
-        batch = collate([self.data.train[i] for i in idx], cfg.pad_id, cfg.bos_id, cfg.eos_id, self.device)
+        examples = [self.data.train[i] for i in idx]
+        if self.subword_sampling > 0:
+            examples = self.resample(examples)
+        batch = collate(examples, cfg.pad_id, cfg.bos_id, cfg.eos_id, self.device)
         ratio = self.tf_ratio()
         batch.forced = ratio >= 1.0 or draw < ratio
         return batch
+
+    def resample(self, examples: list[Example]) -> list[Example]:
+        """The batch with each encoder input segmented anew by sampling (``--subword-sampling``).
+
+        Prompts only: replies keep the one segmentation they are scored and generated in (sampling
+        them too measured far worse on ChatbotData, see docs/presets.md).
+
+        The sampler is seeded from the run's seed, the rank and the batch's place in the epoch
+        order, so a resumed run draws what an uninterrupted one would. A sampled prompt longer than
+        the encoder takes keeps its usual segmentation.
+        """
+        order = self.order
+        seed = zlib.crc32(f"{self.seed}:{self.rank}:{order.epoch_index}:{order.pos}".encode())
+        tok = self.data.tokenizer
+        sampled = iter(tok.sample_encode([t for e in examples for t in e.turns], self.subword_sampling, seed))
+        max_src = self.model.cfg.max_src_len
+        out = []
+        for e in examples:
+            turns = [next(sampled) for _ in e.turns]
+            if not turns or not turns[-1] or len(turns[-1]) > max_src:
+                out.append(e)
+                continue
+            out.append(replace(e, src=join_source(turns[:-1], turns[-1], tok.SEP, max_src)))
+        return out
 
     def tf_ratio(self) -> float:
         """Teacher forcing ratio now: the start ratio decayed per epoch, floored at ``tf_min``."""
@@ -384,6 +426,7 @@ class ChatTask(Task):
                 "teacher_forcing": self.teacher_forcing,
                 "tf_decay": self.tf_decay,
                 "tf_min": self.tf_min,
+                "subword_sampling": self.subword_sampling,
             },
             "corpus": {**self.data.summary, "train_pairs": len(self.data.train), "val_pairs": len(self.data.val)},
             **{k: v for k, v in self.extra_config.items() if k != "tokenizer_type"},

@@ -266,3 +266,61 @@ def test_word_dropout_and_input_feeding_round_trip_and_resume_exactly_on_two_sha
     assert plain.best_val_loss != pytest.approx(run(tmp_path / "again").best_val_loss, abs=1e-7)
     with pytest.raises(ChatrnnError, match="word-dropout"):
         run(tmp_path / "split", resume=True, model={"word_dropout": 0.1})
+
+
+def test_subword_sampling_recuts_prompts_only_and_resumes_exactly_on_two_shards(tmp_path):
+    """--subword-sampling: each batch's prompts are segmented anew (the same text, other pieces;
+    the replies untouched), the cut depends on the batch's place in the run only, the setting is
+    stored and read back on --resume, and a run stopped at 4 and resumed to 8 has the weights of an
+    uninterrupted one."""
+    import random
+
+    rng = random.Random(0)
+    words = "hello there how are you today fine thank quick brown fox jumps over lazy dog rain".split()
+    rows = [(" ".join(rng.choices(words, k=6)), " ".join(rng.choices(words, k=5))) for _ in range(120)]
+    corpus = write_csv(tmp_path / "w.csv", rows)
+
+    def run(out, stop=None, resume=False, sampling=0.1):
+        o = ChatOptions(
+            out=out,
+            corpus=[str(corpus)],
+            preset="tiny",
+            device="cpu",
+            resume=resume,
+            batch_size=6,
+            **({} if resume else {"vocab_size": 400}),
+            **({} if sampling is None else {"subword_sampling": sampling}),
+            train=dict(max_steps=8, evals=2, warmup_steps=2, seed=5, threads=2),
+        )
+        return train_chat(o, stop_check=stop)
+
+    task, _ = build_chat(
+        ChatOptions(
+            out=tmp_path / "t", corpus=[str(corpus)], preset="tiny", device="cpu", vocab_size=400, subword_sampling=0.1
+        ),
+        torch.device("cpu"),
+    )
+    tok, examples = task.data.tokenizer, task.data.train[:30]
+    cut = task.resample(examples)
+    assert [tok.decode(e.src) for e in cut] == [tok.decode(e.src) for e in examples]
+    assert [e.tgt for e in cut] == [e.tgt for e in examples]
+    assert sum(a.src != b.src for a, b in zip(cut, examples)) >= 10
+    assert [e.src for e in task.resample(examples)] == [e.src for e in cut]  # the same place in the order
+    task.order.next()
+    assert [e.src for e in task.resample(examples)] != [e.src for e in cut]  # the next batch: other cuts
+
+    run(tmp_path / "straight")
+    assert run(tmp_path / "split", stop=lambda step: step >= 4).steps == 4
+    assert run(tmp_path / "split", resume=True, sampling=None).steps == 8  # 0.1 comes from the checkpoint
+    assert ckpt.read_config(tmp_path / "split", "chat")["chat_train"]["subword_sampling"] == 0.1
+    a = ckpt.load_weights(tmp_path / "straight", ckpt.LAST_WEIGHTS)
+    b = ckpt.load_weights(tmp_path / "split", ckpt.LAST_WEIGHTS)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    plain = run(tmp_path / "plain", sampling=0.0)
+    assert plain.best_val_loss != pytest.approx(run(tmp_path / "again").best_val_loss, abs=1e-7)
+    with pytest.raises(ChatrnnError, match="subword-sampling"):
+        build_chat(
+            ChatOptions(out=tmp_path / "x", corpus=[str(corpus)], preset="tiny", device="cpu", subword_sampling=1.5),
+            torch.device("cpu"),
+        )
