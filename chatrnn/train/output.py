@@ -82,38 +82,56 @@ class RunLock:
                     f"cannot use the lock file {self.path} ({e.strerror}); "
                     "it is not one chatrnn left behind: move it away, or give another --out"
                 ) from None
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device in its place
-                os.close(fd)
-                raise ChatrnnError(
-                    f"the lock file {self.path} is not a regular file; move it away, or give another --out"
-                )
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    holder = _holder(fd)
-                    os.close(fd)
-                    raise ChatrnnError(
-                        f"{self.out} is being trained by another run ({holder}); "
-                        "wait for it to finish, or give another --out"
-                    ) from None
+                taken = self._take(fd, fcntl)
+            except ChatrnnError:
                 os.close(fd)
-                if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):  # a file system without locks
-                    return
                 raise
-            try:
-                on_disk = os.stat(self.path)
-                mine = os.fstat(fd)
-                same = (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
-            except FileNotFoundError:
-                same = False
-            if not same:  # released and removed by the previous holder after we opened it
-                os.close(fd)
-                continue
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            self.fd = fd
-            return
+            except BaseException:  # a stop signal (or anything else) before the lock was recorded
+                self._abandon(fd, fcntl)
+                raise
+            if taken == "held":
+                return
+            os.close(fd)
+            if taken == "unlocked":  # a file system without locks
+                return
+
+    def _take(self, fd: int, fcntl) -> str:
+        """Lock the opened ``fd`` and record it ("held"); "retry": the file was replaced meanwhile;
+        "unlocked": the file system has no locks. The caller closes ``fd`` unless it is held."""
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or device in its place
+            raise ChatrnnError(f"the lock file {self.path} is not a regular file; move it away, or give another --out")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise ChatrnnError(
+                    f"{self.out} is being trained by another run ({_holder(fd)}); "
+                    "wait for it to finish, or give another --out"
+                ) from None
+            if e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                return "unlocked"
+            raise
+        if not _same_file(self.path, fd):  # released and removed by the previous holder after we opened it
+            return "retry"
+        self.fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return "held"
+
+    def _abandon(self, fd: int, fcntl) -> None:
+        """Undo a half-taken lock: a stop signal that lands between creating the file and recording
+        it unwinds past :meth:`release`, which would leave ``.NAME.lock`` behind. The file goes if no
+        other run holds it (a lock we already took, or nobody's) and it is still the one we opened."""
+        self.fd = None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if stat.S_ISREG(os.fstat(fd).st_mode) and _same_file(self.path, fd):
+                self.path.unlink(missing_ok=True)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
         if self.fd is None:
@@ -125,6 +143,15 @@ class RunLock:
         finally:
             os.close(self.fd)
             self.fd = None
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        on_disk, mine = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (on_disk.st_dev, on_disk.st_ino) == (mine.st_dev, mine.st_ino)
 
 
 def _is_checkpoint(folder: Path) -> dict | None:
