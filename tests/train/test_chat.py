@@ -39,6 +39,14 @@ def write_csv(path: Path, rows, header=("Q", "A")) -> Path:
     return path
 
 
+def assert_same_weights(a: Path, b: Path) -> None:
+    """Bit for bit: what "exact resume" means."""
+    wa, wb = ckpt.load_weights(a, ckpt.LAST_WEIGHTS), ckpt.load_weights(b, ckpt.LAST_WEIGHTS)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+
+
 def opts_for(tmp_path, corpus, **kw) -> ChatOptions:
     train = kw.pop("train", dict(max_steps=6, evals=1, warmup_steps=2))
     return ChatOptions(out=tmp_path / "ck", corpus=[str(corpus)], preset="tiny", train=train, device="cpu", **kw)
@@ -162,11 +170,7 @@ def test_resume_is_exact(tmp_path):
     assert r.interrupted and r.steps == 5
     r = run(tmp_path / "split", resume=True)
     assert r.steps == 10
-    a = ckpt.load_weights(tmp_path / "straight", ckpt.LAST_WEIGHTS)
-    b = ckpt.load_weights(tmp_path / "split", ckpt.LAST_WEIGHTS)
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_same_weights(tmp_path / "straight", tmp_path / "split")
 
 
 def test_dry_run_plan(tmp_path):
@@ -258,10 +262,7 @@ def test_word_dropout_and_input_feeding_round_trip_and_resume_exactly_on_two_sha
     assert run(tmp_path / "split", resume=True, model={}).steps == 8  # the flags come from the checkpoint
     cfg = ckpt.read_config(tmp_path / "split", "chat")["model"]
     assert cfg["word_dropout"] == 0.3 and cfg["input_feeding"] is True and cfg["unk_id"] == SubwordTokenizer.UNK
-    a = ckpt.load_weights(tmp_path / "straight", ckpt.LAST_WEIGHTS)
-    b = ckpt.load_weights(tmp_path / "split", ckpt.LAST_WEIGHTS)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_same_weights(tmp_path / "straight", tmp_path / "split")
     plain = run(tmp_path / "plain", model={"dropout": 0.0, "word_dropout": 0.0, "input_feeding": True})
     assert plain.best_val_loss != pytest.approx(run(tmp_path / "again").best_val_loss, abs=1e-7)
     with pytest.raises(ChatrnnError, match="word-dropout"):
@@ -313,10 +314,7 @@ def test_subword_sampling_recuts_prompts_only_and_resumes_exactly_on_two_shards(
     assert run(tmp_path / "split", stop=lambda step: step >= 4).steps == 4
     assert run(tmp_path / "split", resume=True, sampling=None).steps == 8  # 0.1 comes from the checkpoint
     assert ckpt.read_config(tmp_path / "split", "chat")["chat_train"]["subword_sampling"] == 0.1
-    a = ckpt.load_weights(tmp_path / "straight", ckpt.LAST_WEIGHTS)
-    b = ckpt.load_weights(tmp_path / "split", ckpt.LAST_WEIGHTS)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert_same_weights(tmp_path / "straight", tmp_path / "split")
     plain = run(tmp_path / "plain", sampling=0.0)
     assert plain.best_val_loss != pytest.approx(run(tmp_path / "again").best_val_loss, abs=1e-7)
     with pytest.raises(ChatrnnError, match="subword-sampling"):
