@@ -208,9 +208,8 @@ def test_a_stop_while_the_lock_is_being_taken_leaves_no_lock(tmp_path, monkeypat
     import fcntl
 
     out = tmp_path / "m"
-    target, name = (fcntl, "flock") if where == "flock" else (os, where)
 
-    def stop_once() -> None:
+    def stop_once(target, name: str) -> None:
         real = getattr(target, name)
         calls: list = []
 
@@ -222,7 +221,7 @@ def test_a_stop_while_the_lock_is_being_taken_leaves_no_lock(tmp_path, monkeypat
 
         monkeypatch.setattr(target, name, stop_first_time)
 
-    stop_once()
+    stop_once(*((fcntl, "flock") if where == "flock" else (os, where)))
     lock = RunLock(out)
     with pytest.raises(_Stop):
         lock.acquire()
@@ -231,8 +230,7 @@ def test_a_stop_while_the_lock_is_being_taken_leaves_no_lock(tmp_path, monkeypat
     held = RunLock(out)  # another run holds the lock: a stop during our attempt leaves its file alone
     held.acquire()
     try:
-        target, name = fcntl, "flock"
-        stop_once()
+        stop_once(fcntl, "flock")
         with pytest.raises(_Stop):
             RunLock(out).acquire()
         monkeypatch.undo()
